@@ -1,0 +1,259 @@
+//! Command line: argument parsing (clap) and hand-over to the library; nothing else.
+//!
+//! Exit codes (documented in the README): 0 success; 1 the run failed (output could not
+//! be written); 2 usage or configuration error; 3 a capture was damaged or unreadable
+//! (records for everything read before the damage were written); 130 interrupted by
+//! SIGINT/SIGTERM (records for everything read were written).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use mirrorflow::config::{Config, SessionMap};
+use mirrorflow::decap::TunnelPorts;
+use mirrorflow::gen::{self, GenOptions};
+use mirrorflow::record::{OutputKind, RecordFormat};
+use mirrorflow::runtime::{replay, ReplayOptions};
+use mirrorflow::sink::Destination;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_DAMAGED_CAPTURE: i32 = 3;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Parser)]
+#[command(name = "mirrorflow", version, about = "AWS VPC Traffic Mirroring in, exact VPC Flow Log records out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    /// AWS flow-log text (default format, or --format)
+    Text,
+    /// JSON lines with AWS field names as keys
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay pcap/pcapng captures through the pipeline and write flow-log records
+    Replay {
+        /// Capture files (pcap or pcapng; plain, VXLAN or GENEVE)
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+        /// Record encoding
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+        /// AWS custom format, e.g. '${version} ${srcaddr} ${dstaddr} ${tcp-flags}'
+        #[arg(long)]
+        format: Option<String>,
+        /// Write records here instead of stdout
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Worker threads (flow tables); default: number of cores
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Aggregation interval in seconds: 60 or 600
+        #[arg(long)]
+        interval: Option<u64>,
+        /// TOML configuration (sessions, timeouts, format)
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// UDP destination port that carries VXLAN
+        #[arg(long)]
+        vxlan_port: Option<u16>,
+        /// UDP destination port that carries GENEVE
+        #[arg(long)]
+        geneve_port: Option<u16>,
+        /// Do not print the summary at the end
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Generate deterministic AWS-mirror-like traffic and its ground truth (FILE.truth.jsonl)
+    Gen {
+        /// Capture to write (classic pcap)
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of flows (sessions) to generate
+        #[arg(long, default_value_t = 200)]
+        flows: usize,
+        /// Random seed; the same seed and options give the same bytes
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Wrap every packet in VXLAN as AWS Traffic Mirroring does
+        #[arg(long)]
+        vxlan: bool,
+        /// VNI of the mirror session (with --vxlan)
+        #[arg(long, default_value_t = 5_569_041)]
+        vni: u32,
+        /// Keep only the first N bytes after the VXLAN header (the session's PacketLength);
+        /// without --vxlan, the capture's snap length
+        #[arg(long)]
+        truncate: Option<usize>,
+        /// Share of flows over IPv6, 0.0 to 1.0
+        #[arg(long, default_value_t = 0.2)]
+        ipv6_share: f64,
+    },
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    match cli.command {
+        Command::Replay {
+            captures,
+            output,
+            format,
+            out,
+            workers,
+            interval,
+            config,
+            vxlan_port,
+            geneve_port,
+            quiet,
+        } => {
+            let config = match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("mirrorflow: {e}");
+                        return EXIT_USAGE;
+                    }
+                },
+                None => Config::default(),
+            };
+            let mut capture = config.capture.clone();
+            if let Some(i) = interval {
+                capture.interval = i;
+            }
+            if let Some(p) = vxlan_port {
+                capture.vxlan_port = p;
+            }
+            if let Some(p) = geneve_port {
+                capture.geneve_port = p;
+            }
+            let checked = Config {
+                capture: capture.clone(),
+                ..config.clone()
+            };
+            if let Err(e) = checked.validate() {
+                eprintln!("mirrorflow: {}", e.replace("key 'capture.", "option '--").replace("' =", "' ="));
+                return EXIT_USAGE;
+            }
+            let kind = match output {
+                Output::Text => OutputKind::Text,
+                Output::Json => OutputKind::Json,
+            };
+            let format_spec = format.or(config.output.format.clone());
+            let format = match (kind, format_spec) {
+                (_, Some(spec)) => match RecordFormat::custom(kind, &spec) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("mirrorflow: --format: {e}");
+                        return EXIT_USAGE;
+                    }
+                },
+                (OutputKind::Text, None) => RecordFormat::default_text(),
+                (OutputKind::Json, None) => RecordFormat::json(),
+            };
+            let workers = workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            });
+            if workers == 0 || workers > 1024 {
+                eprintln!("mirrorflow: option '--workers' = {workers}: must be between 1 and 1024");
+                return EXIT_USAGE;
+            }
+            let opts = ReplayOptions {
+                captures,
+                workers,
+                interval_s: capture.interval,
+                timeouts: config.timeouts.clone(),
+                ports: TunnelPorts {
+                    vxlan: capture.vxlan_port,
+                    geneve: capture.geneve_port,
+                },
+                sessions: Arc::new(SessionMap::new(&config.sessions)),
+                format,
+                destination: out.map(Destination::File).unwrap_or(Destination::Stdout),
+                progress: !quiet,
+            };
+            match replay(opts) {
+                Ok(outcome) => {
+                    if !quiet {
+                        eprint!("{}", outcome.summary.render());
+                    }
+                    for e in &outcome.capture_errors {
+                        eprintln!("mirrorflow: damaged capture: {e}");
+                    }
+                    if outcome.interrupted {
+                        eprintln!("mirrorflow: interrupted; records for everything read were written");
+                        EXIT_INTERRUPTED
+                    } else if !outcome.capture_errors.is_empty() {
+                        EXIT_DAMAGED_CAPTURE
+                    } else {
+                        EXIT_OK
+                    }
+                }
+                Err(e) => {
+                    eprintln!("mirrorflow: {e}");
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Gen {
+            out,
+            flows,
+            seed,
+            vxlan,
+            vni,
+            truncate,
+            ipv6_share,
+        } => {
+            if !(0.0..=1.0).contains(&ipv6_share) {
+                eprintln!("mirrorflow: option '--ipv6-share' = {ipv6_share}: must be between 0 and 1");
+                return EXIT_USAGE;
+            }
+            if vni > 0x00ff_ffff {
+                eprintln!("mirrorflow: option '--vni' = {vni}: a VNI has 24 bits (at most 16777215)");
+                return EXIT_USAGE;
+            }
+            if truncate == Some(0) {
+                eprintln!("mirrorflow: option '--truncate' = 0: must be at least 1 byte");
+                return EXIT_USAGE;
+            }
+            let opts = GenOptions {
+                flows,
+                seed,
+                vxlan: vxlan.then_some(vni),
+                truncate,
+                ipv6_share,
+            };
+            match gen::write_capture(&out, &opts) {
+                Ok(s) => {
+                    eprintln!(
+                        "mirrorflow gen: {} flows, {} packets, {} bytes (IP) -> {} and {}",
+                        s.flows,
+                        s.packets,
+                        s.ip_bytes,
+                        out.display(),
+                        gen::truth_path(&out).display()
+                    );
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("mirrorflow: gen: {}: {e}", out.display());
+                    EXIT_FAILED
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Dispatch: from parsed packets to per-worker batches.
+//!
+//! Runs on the ingest thread, which sees every packet in order, so the little state that
+//! must be global lives here: the fragment tracker (later IPv4/IPv6 fragments get the
+//! ports of their first fragment) and the per-session interface MAC used for
+//! `flow-direction`. Each packet's flow key is hashed symmetrically (both directions go
+//! to the same worker) and appended to that worker's batch; full batches travel over a
+//! bounded crossbeam channel, so a worker owns its flows outright.
+
+pub mod fragments;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use rustc_hash::FxHashMap;
+
+use crate::config::SessionMap;
+use crate::decap::MirrorContext;
+use crate::flow::FlowPacket;
+use crate::parse::{FlowKey, Fragment, PacketView};
+use crate::record::FlowDirection;
+use crate::telemetry::IngestStats;
+use fragments::FragmentTracker;
+
+/// Packets per batch: large enough to amortise the channel, small enough to keep
+/// per-batch latency low.
+pub const BATCH_SIZE: usize = 256;
+
+/// Batches that may wait in one worker's queue.
+pub const QUEUE_BATCHES: usize = 64;
+
+pub type Batch = Vec<FlowPacket>;
+
+pub struct Dispatcher {
+    workers: Vec<Sender<Batch>>,
+    pending: Vec<Batch>,
+    fragments: FragmentTracker,
+    sessions: Arc<SessionMap>,
+    /// Learned interface MAC per (VNI, mirror source).
+    eni_macs: FxHashMap<(Option<u32>, Option<IpAddr>), [u8; 6]>,
+    seq: u64,
+}
+
+impl Dispatcher {
+    pub fn new(workers: Vec<Sender<Batch>>, sessions: Arc<SessionMap>) -> Dispatcher {
+        let pending = workers.iter().map(|_| Vec::with_capacity(BATCH_SIZE)).collect();
+        Dispatcher {
+            workers,
+            pending,
+            fragments: FragmentTracker::default(),
+            sessions,
+            eni_macs: FxHashMap::default(),
+            seq: 0,
+        }
+    }
+
+    /// Routes one packet to its worker. Blocks when that worker's queue is full: on
+    /// replay nothing may be dropped, the capture simply waits.
+    pub fn push(&mut self, ctx: &MirrorContext, v: &PacketView, ts_ns: u64, stats: &mut IngestStats) {
+        let (mut src_port, mut dst_port) = (v.src_port, v.dst_port);
+        match v.fragment {
+            Fragment::First { id } if v.ports_known => {
+                self.fragments.first(ctx, v, id, ts_ns, stats);
+            }
+            Fragment::Later { id } => match self.fragments.later(ctx, v, id) {
+                Some((s, d)) => (src_port, dst_port) = (s, d),
+                None => stats.orphan_fragments += 1,
+            },
+            _ => {}
+        }
+        let (key, side) = FlowKey::new(
+            ctx.vni,
+            ctx.mirror_source,
+            (v.src, src_port),
+            (v.dst, dst_port),
+            v.protocol,
+        );
+        let direction = self.direction(ctx, v);
+        let p = FlowPacket {
+            key,
+            side,
+            ts_ns,
+            ip_len: v.ip_len,
+            tcp_flags: v.tcp_flags,
+            truncated: v.truncated,
+            direction,
+            seq: self.seq,
+        };
+        self.seq += 1;
+        let w = (key.symmetric_hash() % self.workers.len() as u64) as usize;
+        self.pending[w].push(p);
+        if self.pending[w].len() >= BATCH_SIZE {
+            self.send(w);
+        }
+    }
+
+    fn send(&mut self, w: usize) {
+        let batch = std::mem::replace(&mut self.pending[w], Vec::with_capacity(BATCH_SIZE));
+        // A worker that died has already reported; its packets cannot be accounted.
+        let _ = self.workers[w].send(batch);
+    }
+
+    /// Sends what is pending and closes the queues, so workers flush and finish.
+    pub fn finish(mut self) {
+        for w in 0..self.workers.len() {
+            if !self.pending[w].is_empty() {
+                self.send(w);
+            }
+        }
+    }
+
+    /// Ingress or egress relative to the mirrored interface (aws-spec §1.5): the
+    /// interface's MAC is the inner source on egress and the destination on ingress. The
+    /// MAC comes from the config or is learned from a packet whose inner IP address is
+    /// the tunnel's outer source (AWS sets that to the interface's primary IP).
+    fn direction(&mut self, ctx: &MirrorContext, v: &PacketView) -> Option<FlowDirection> {
+        let source = ctx.mirror_source?;
+        let (smac, dmac) = (v.src_mac?, v.dst_mac?);
+        let key = (ctx.vni, ctx.mirror_source);
+        let mac = match self
+            .sessions
+            .lookup(ctx.vni, ctx.mirror_source)
+            .and_then(|s| s.eni_mac)
+        {
+            Some(m) => m,
+            None => match self.eni_macs.get(&key) {
+                Some(m) => *m,
+                None => {
+                    let learned = if v.src == source {
+                        smac
+                    } else if v.dst == source {
+                        dmac
+                    } else {
+                        return None;
+                    };
+                    self.eni_macs.insert(key, learned);
+                    learned
+                }
+            },
+        };
+        if smac == mac {
+            Some(FlowDirection::Egress)
+        } else if dmac == mac {
+            Some(FlowDirection::Ingress)
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Flow: per-worker flow tables. A worker receives [`FlowPacket`]s from `dispatch`, keeps
+//! per-direction counters per flow in its own table (never shared), cuts them at
+//! aggregation-window boundaries and idle timeouts, and hands `FlowRecord`s to the sinks.
+
+pub mod conn_state;
+pub mod table;
+
+use crate::parse::{FlowKey, Side};
+use crate::record::FlowDirection;
+
+pub use table::{FlowTable, FlowTableStats};
+
+/// What a worker needs of one packet: its flow, side, time and the counted facts.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowPacket {
+    pub key: FlowKey,
+    pub side: Side,
+    /// Capture (replay) or receive (serve) time, ns since the epoch.
+    pub ts_ns: u64,
+    /// Bytes per the IP header.
+    pub ip_len: u32,
+    /// Raw TCP flags (0 for other protocols).
+    pub tcp_flags: u8,
+    pub truncated: bool,
+    /// Direction relative to the observing interface, when known.
+    pub direction: Option<FlowDirection>,
+    /// Arrival order, so records come out in a stable order.
+    pub seq: u64,
+}

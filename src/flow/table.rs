@@ -1,0 +1,352 @@
+//! One worker's flow table: per-direction counters per flow, cut into aggregation windows.
+//!
+//! A flow is a [`FlowKey`] (session + endpoints + protocol). For each of its two sides
+//! the table keeps packets, bytes (from the IP header), the AWS tcp-flags OR, first and
+//! last packet time and truncated packets, for the current window only. A record per
+//! side with traffic is emitted when the window closes (a packet of the flow arrives in
+//! a later window, or the sweep finds the window over), when the connection has been
+//! idle past its timeout, or at end of input. Decisions depend on each flow's own packet
+//! times, never on when a sweep happens to run, so the records for a capture do not
+//! depend on how many workers share it.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::conn_state::ConnTracker;
+use super::FlowPacket;
+use crate::config::{SessionMap, Timeouts};
+use crate::parse::{FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use crate::record::{aws_tcp_flags, FlowDirection, FlowRecord, InterfaceInfo, LogStatus};
+
+const NS: u64 = 1_000_000_000;
+
+/// Packets may reach us slightly out of time order (capture merges, multi-queue NICs).
+/// A window is closed by the sweep only this long after its end, and an idle flow only
+/// this long after its timeout, so such packets still land in the right record.
+pub const LATE_PACKET_GRACE_NS: u64 = 5 * NS;
+
+/// How often (in packet time) the table is swept for closed windows and idle flows.
+pub const SWEEP_INTERVAL_NS: u64 = 10 * NS;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct SideCounters {
+    packets: u64,
+    bytes: u64,
+    tcp_flags: u8,
+    first_ns: u64,
+    last_ns: u64,
+    truncated: u64,
+    direction: Option<FlowDirection>,
+}
+
+struct Flow {
+    /// Start (Unix seconds) of the window the counters belong to.
+    window: u64,
+    sides: [SideCounters; 2],
+    conn: ConnTracker,
+    last_ns: u64,
+    /// Arrival order of the flow's first packet: orders records deterministically.
+    first_seq: u64,
+    interface: Option<Arc<InterfaceInfo>>,
+}
+
+impl Flow {
+    fn has_traffic(&self) -> bool {
+        self.sides[0].packets + self.sides[1].packets > 0
+    }
+}
+
+/// Counters a worker reports at the end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    pub flows_created: u64,
+    pub records: u64,
+    pub idle_expired: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub truncated_packets: u64,
+}
+
+pub struct FlowTable {
+    flows: FxHashMap<FlowKey, Flow>,
+    interval_s: u64,
+    timeouts: [u64; 5],
+    sessions: Arc<SessionMap>,
+    next_sweep_ns: u64,
+    stats: FlowTableStats,
+}
+
+// Index into `timeouts`.
+const T_TCP: usize = 0;
+const T_TCP_CLOSED: usize = 1;
+const T_UDP: usize = 2;
+const T_ICMP: usize = 3;
+const T_OTHER: usize = 4;
+
+impl FlowTable {
+    pub fn new(interval_s: u64, timeouts: &Timeouts, sessions: Arc<SessionMap>) -> FlowTable {
+        FlowTable {
+            flows: FxHashMap::default(),
+            interval_s: interval_s.max(1),
+            timeouts: [
+                timeouts.tcp * NS,
+                timeouts.tcp_closed * NS,
+                timeouts.udp * NS,
+                timeouts.icmp * NS,
+                timeouts.other * NS,
+            ],
+            sessions,
+            next_sweep_ns: 0,
+            stats: FlowTableStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> FlowTableStats {
+        self.stats
+    }
+
+    pub fn active_flows(&self) -> usize {
+        self.flows.len()
+    }
+
+}
+
+fn timeout_ns(timeouts: &[u64; 5], key: &FlowKey, conn: &ConnTracker) -> u64 {
+    timeouts[match key.protocol {
+            PROTO_TCP if conn.is_closed() => T_TCP_CLOSED,
+            PROTO_TCP => T_TCP,
+            PROTO_UDP => T_UDP,
+            PROTO_ICMP | PROTO_ICMPV6 => T_ICMP,
+            _ => T_OTHER,
+        }]
+}
+
+impl FlowTable {
+    fn window_of(&self, ts_ns: u64) -> u64 {
+        let s = ts_ns / NS;
+        s - s % self.interval_s
+    }
+
+    /// Accounts one packet; records it closes are appended to `out`.
+    pub fn process(&mut self, p: &FlowPacket, out: &mut Vec<FlowRecord>) {
+        if p.ts_ns >= self.next_sweep_ns {
+            self.sweep(p.ts_ns, out);
+            self.next_sweep_ns = p.ts_ns + SWEEP_INTERVAL_NS;
+        }
+        let window = self.window_of(p.ts_ns);
+        let stats = &mut self.stats;
+        stats.packets += 1;
+        stats.bytes += u64::from(p.ip_len);
+        stats.truncated_packets += u64::from(p.truncated);
+        let flow = match self.flows.get_mut(&p.key) {
+            Some(f) => {
+                let timeout = timeout_ns(&self.timeouts, &p.key, &f.conn);
+                if p.ts_ns > f.last_ns.saturating_add(timeout) {
+                    // Idle past its timeout: that connection is over, this is a new one.
+                    emit(&p.key, f, out, stats);
+                    stats.idle_expired += 1;
+                    stats.flows_created += 1;
+                    *f = new_flow(window, p.seq, f.interface.clone());
+                } else if window > f.window {
+                    // A packet of a later window: the earlier window's records are final.
+                    // Emitted before this packet touches the connection state, so the
+                    // records' conn-state is the state as of their own window.
+                    emit(&p.key, f, out, stats);
+                    f.sides = Default::default();
+                    f.window = window;
+                }
+                f
+            }
+            None => {
+                stats.flows_created += 1;
+                let interface = self
+                    .sessions
+                    .lookup(p.key.vni, p.key.mirror_source)
+                    .map(|s| s.info.clone());
+                self.flows
+                    .entry(p.key)
+                    .or_insert_with(|| new_flow(window, p.seq, interface))
+            }
+        };
+        let s = &mut flow.sides[p.side.index()];
+        if s.packets == 0 {
+            s.first_ns = p.ts_ns;
+            s.last_ns = p.ts_ns;
+        }
+        s.packets += 1;
+        s.bytes += u64::from(p.ip_len);
+        s.tcp_flags |= aws_tcp_flags(p.tcp_flags);
+        s.first_ns = s.first_ns.min(p.ts_ns);
+        s.last_ns = s.last_ns.max(p.ts_ns);
+        s.truncated += u64::from(p.truncated);
+        if s.direction.is_none() {
+            s.direction = p.direction;
+        }
+        flow.conn.observe(p.side, p.tcp_flags);
+        flow.last_ns = flow.last_ns.max(p.ts_ns);
+    }
+
+    /// Emits the records of windows that ended and of idle connections, as of `now_ns`.
+    pub fn sweep(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {
+        let interval_ns = self.interval_s * NS;
+        let mut due: Vec<(u64, FlowKey, bool)> = Vec::new();
+        for (key, f) in &self.flows {
+            let idle = now_ns > f.last_ns + timeout_ns(&self.timeouts, key, &f.conn) + LATE_PACKET_GRACE_NS;
+            let window_over = f.has_traffic() && now_ns >= (f.window * NS) + interval_ns + LATE_PACKET_GRACE_NS;
+            if idle || window_over {
+                due.push((f.first_seq, *key, idle));
+            }
+        }
+        // Table iteration order is arbitrary; records come out in flow arrival order.
+        due.sort_unstable_by_key(|d| d.0);
+        for (_, key, idle) in due {
+            if idle {
+                if let Some(mut f) = self.flows.remove(&key) {
+                    emit(&key, &mut f, out, &mut self.stats);
+                    self.stats.idle_expired += 1;
+                }
+            } else if let Some(f) = self.flows.get_mut(&key) {
+                emit(&key, f, out, &mut self.stats);
+                f.sides = Default::default();
+            }
+        }
+    }
+
+    /// End of input: every flow's records, in arrival order.
+    pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
+        let mut all: Vec<(FlowKey, Flow)> = self.flows.drain().collect();
+        all.sort_unstable_by_key(|(_, f)| f.first_seq);
+        for (key, mut f) in all {
+            emit(&key, &mut f, out, &mut self.stats);
+        }
+    }
+}
+
+fn new_flow(window: u64, seq: u64, interface: Option<Arc<InterfaceInfo>>) -> Flow {
+    Flow {
+        window,
+        sides: Default::default(),
+        conn: ConnTracker::default(),
+        last_ns: 0,
+        first_seq: seq,
+        interface,
+    }
+}
+
+/// Appends one record per side that carried traffic in the flow's current window,
+/// the originator's side first.
+fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut FlowTableStats) {
+    let conn_state = f.conn.state(key.protocol);
+    let orig = f.conn.originator();
+    for side in [orig, orig.other()] {
+        let c = f.sides[side.index()];
+        if c.packets == 0 {
+            continue;
+        }
+        let ((srcaddr, srcport), (dstaddr, dstport)) = key.endpoints(side);
+        out.push(FlowRecord {
+            interface: f.interface.clone(),
+            vni: key.vni,
+            mirror_source: key.mirror_source,
+            srcaddr,
+            dstaddr,
+            srcport,
+            dstport,
+            protocol: key.protocol,
+            packets: c.packets,
+            bytes: c.bytes,
+            start: c.first_ns / NS,
+            end: c.last_ns / NS,
+            log_status: LogStatus::Ok,
+            tcp_flags: c.tcp_flags,
+            flow_direction: c.direction,
+            conn_state,
+            truncated_packets: c.truncated,
+        });
+        stats.records += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(seq: u64, ts_s: f64, fwd: bool, flags: u8, len: u32) -> FlowPacket {
+        let a = ("10.0.1.10".parse().unwrap(), 40000);
+        let b = ("198.51.100.7".parse().unwrap(), 443);
+        let (src, dst) = if fwd { (a, b) } else { (b, a) };
+        let (key, side) = FlowKey::new(Some(9), None, src, dst, PROTO_TCP);
+        FlowPacket {
+            key,
+            side,
+            ts_ns: (ts_s * 1e9) as u64,
+            ip_len: len,
+            tcp_flags: flags,
+            truncated: false,
+            direction: None,
+            seq,
+        }
+    }
+
+    fn table() -> FlowTable {
+        FlowTable::new(600, &Timeouts::default(), Arc::new(SessionMap::default()))
+    }
+
+    #[test]
+    fn handshake_gives_two_directional_records() {
+        let mut t = table();
+        let mut out = Vec::new();
+        let base = 1_704_067_200.0; // 2024-01-01T00:00:00Z, window aligned
+        t.process(&pkt(0, base + 1.0, true, 0x02, 60), &mut out);
+        t.process(&pkt(1, base + 1.1, false, 0x12, 60), &mut out);
+        t.process(&pkt(2, base + 1.2, true, 0x10, 52), &mut out);
+        t.process(&pkt(3, base + 2.0, true, 0x11, 52), &mut out);
+        t.process(&pkt(4, base + 2.1, false, 0x11, 52), &mut out);
+        t.process(&pkt(5, base + 2.2, true, 0x10, 52), &mut out);
+        assert!(out.is_empty());
+        t.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].srcport, out[0].packets, out[0].bytes, out[0].tcp_flags), (40000, 4, 216, 3));
+        assert_eq!((out[1].srcport, out[1].packets, out[1].bytes, out[1].tcp_flags), (443, 2, 112, 19));
+        assert_eq!(out[0].conn_state, "SF");
+        assert_eq!((out[0].start, out[0].end), (1_704_067_201, 1_704_067_202));
+    }
+
+    #[test]
+    fn windows_split_long_flows() {
+        let mut t = table();
+        let mut out = Vec::new();
+        let base = 1_704_067_200.0;
+        t.process(&pkt(0, base + 590.0, true, 0x02, 60), &mut out);
+        t.process(&pkt(1, base + 590.5, false, 0x12, 60), &mut out);
+        t.process(&pkt(2, base + 610.0, true, 0x10, 52), &mut out);
+        assert_eq!(out.len(), 2, "the first window closed when a later packet came");
+        assert_eq!(out[0].conn_state, "S1");
+        t.flush(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].start, 1_704_067_810);
+    }
+
+    #[test]
+    fn idle_timeout_splits_and_sweep_agrees() {
+        let base = 1_704_067_200.0;
+        // Same packets; once processed straight, once with a late unrelated sweep.
+        let pkts = [pkt(0, base + 1.0, true, 0x02, 60), pkt(1, base + 400.0, true, 0x02, 60)];
+        let mut a = table();
+        let mut out_a = Vec::new();
+        for p in &pkts {
+            a.process(p, &mut out_a);
+        }
+        a.flush(&mut out_a);
+        let mut b = table();
+        let mut out_b = Vec::new();
+        b.process(&pkts[0], &mut out_b);
+        b.sweep((base as u64 + 399) * NS, &mut out_b);
+        b.process(&pkts[1], &mut out_b);
+        b.flush(&mut out_b);
+        assert_eq!(out_a, out_b);
+        assert_eq!(out_a.len(), 2);
+        assert_eq!(a.stats().idle_expired, 1);
+    }
+}

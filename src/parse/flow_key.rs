@@ -1,0 +1,110 @@
+//! `FlowKey`: the identity of a bidirectional flow as seen by one mirror session.
+//!
+//! The key holds the VNI and mirror source (so overlapping VPC address ranges of
+//! different sessions stay apart), the two endpoints in a canonical order, and the IP
+//! protocol. Both directions of a conversation build the same key; [`Side`] says which
+//! way a packet went relative to that order. Hashing the key is therefore symmetric.
+
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+
+/// Which way a packet travels relative to the key's canonical endpoint order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// From `lo` to `hi`.
+    LoToHi = 0,
+    /// From `hi` to `lo`.
+    HiToLo = 1,
+}
+
+impl Side {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+    pub fn other(self) -> Side {
+        match self {
+            Side::LoToHi => Side::HiToLo,
+            Side::HiToLo => Side::LoToHi,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub vni: Option<u32>,
+    pub mirror_source: Option<IpAddr>,
+    pub lo: (IpAddr, u16),
+    pub hi: (IpAddr, u16),
+    pub protocol: u8,
+}
+
+impl FlowKey {
+    /// The key of a packet from `src` to `dst`, and the packet's side.
+    pub fn new(
+        vni: Option<u32>,
+        mirror_source: Option<IpAddr>,
+        src: (IpAddr, u16),
+        dst: (IpAddr, u16),
+        protocol: u8,
+    ) -> (FlowKey, Side) {
+        let (lo, hi, side) = if src <= dst {
+            (src, dst, Side::LoToHi)
+        } else {
+            (dst, src, Side::HiToLo)
+        };
+        (
+            FlowKey {
+                vni,
+                mirror_source,
+                lo,
+                hi,
+                protocol,
+            },
+            side,
+        )
+    }
+
+    /// Source and destination endpoints of traffic travelling on `side`.
+    pub fn endpoints(&self, side: Side) -> ((IpAddr, u16), (IpAddr, u16)) {
+        match side {
+            Side::LoToHi => (self.lo, self.hi),
+            Side::HiToLo => (self.hi, self.lo),
+        }
+    }
+
+    /// A stable 64-bit hash of the key (the same for both directions), used to pick the
+    /// worker. FxHash: fast, deterministic across runs, good enough for spreading.
+    pub fn symmetric_hash(&self) -> u64 {
+        let mut h = rustc_hash::FxHasher::default();
+        self.hash(&mut h);
+        // Fx leaves low bits weak for small inputs; fold the high half in.
+        let x = h.finish();
+        x ^ (x >> 29) ^ (x >> 47)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str, p: u16) -> (IpAddr, u16) {
+        (s.parse().unwrap(), p)
+    }
+
+    #[test]
+    fn both_directions_share_key_and_hash() {
+        let (a, sa) = FlowKey::new(Some(7), None, ep("10.0.1.10", 40000), ep("198.51.100.7", 443), 6);
+        let (b, sb) = FlowKey::new(Some(7), None, ep("198.51.100.7", 443), ep("10.0.1.10", 40000), 6);
+        assert_eq!(a, b);
+        assert_eq!(a.symmetric_hash(), b.symmetric_hash());
+        assert_eq!(sa.other(), sb);
+        assert_eq!(a.endpoints(sa).0, ep("10.0.1.10", 40000));
+    }
+
+    #[test]
+    fn vni_separates_overlapping_addresses() {
+        let (a, _) = FlowKey::new(Some(1), None, ep("10.0.0.1", 1), ep("10.0.0.2", 2), 6);
+        let (b, _) = FlowKey::new(Some(2), None, ep("10.0.0.1", 1), ep("10.0.0.2", 2), 6);
+        assert_ne!(a, b);
+    }
+}

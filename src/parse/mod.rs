@@ -1,0 +1,289 @@
+//! Parse: the innermost packet as a small `PacketView` of the facts flow accounting needs.
+//!
+//! Receives etherparse lax slices from `decap` (so every layer that parsed is kept and
+//! truncation is tolerated) and hands `dispatch` addresses, ports, protocol, the IP
+//! length from the header (never the captured length: mirror sessions truncate), raw TCP
+//! flags, fragment identity and where the transport payload sits in the frame. Nothing
+//! is copied; the view holds offsets into the frame.
+
+pub mod flow_key;
+
+use std::net::IpAddr;
+
+use etherparse::{Ipv6ExtensionSlice, LaxNetSlice, LinkSlice, TransportSlice};
+
+use crate::decap::Decapsulated;
+pub use flow_key::{FlowKey, Side};
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Where a packet sits in IP fragmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// A whole datagram.
+    No,
+    /// Offset 0 with more to come: carries the transport header and so the ports.
+    First { id: u32 },
+    /// Offset > 0: no transport header; ports come from the first fragment if seen.
+    Later { id: u32 },
+}
+
+/// The per-packet facts flow accounting needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketView {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub protocol: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// True when the ports were read (TCP/UDP header, or enough of it, present).
+    pub ports_known: bool,
+    /// Bytes per the IP header: IPv4 total length, IPv6 40 + payload length.
+    pub ip_len: u32,
+    /// Raw TCP flags byte (FIN 0x01 ... CWR 0x80), 0 for other protocols.
+    pub tcp_flags: u8,
+    /// Fewer bytes captured than the IP header says were sent.
+    pub truncated: bool,
+    pub fragment: Fragment,
+    /// Inner Ethernet addresses, when the packet came in an Ethernet frame.
+    pub src_mac: Option<[u8; 6]>,
+    pub dst_mac: Option<[u8; 6]>,
+    /// Transport payload as (offset from the frame start, captured length).
+    pub payload: (u32, u32),
+}
+
+impl PacketView {
+    pub fn is_ipv6(&self) -> bool {
+        self.src.is_ipv6()
+    }
+}
+
+/// Why a decapsulated packet gave no view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Decap guarantees an IP layer; kept for views built from other sources.
+    NoIp,
+}
+
+/// Builds the view of the innermost packet of `frame`.
+pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError> {
+    let p = &d.packet;
+    let (src, dst, ip_len, fragment, ip_payload) = match &p.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            let header_len = h.slice().len();
+            let total = usize::from(h.total_len());
+            let payload = v4.payload();
+            // A zero or impossible total length happens on captures taken before TSO
+            // segmentation; then the captured length is the best we have.
+            let ip_len = if total >= header_len {
+                total
+            } else {
+                header_len + payload.payload.len()
+            };
+            let off = h.fragments_offset().value();
+            let id = u32::from(h.identification());
+            let fragment = if off > 0 {
+                Fragment::Later { id }
+            } else if h.more_fragments() {
+                Fragment::First { id }
+            } else {
+                Fragment::No
+            };
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                ip_len,
+                fragment,
+                payload,
+            )
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            let payload = v6.payload();
+            let declared = usize::from(h.payload_length());
+            let ip_len = if declared > 0 {
+                40 + declared
+            } else {
+                // Jumbograms and TSO captures say 0: count what was captured.
+                40 + v6.extensions().slice().len() + payload.payload.len()
+            };
+            let mut fragment = Fragment::No;
+            for ext in v6.extensions().clone() {
+                if let Ipv6ExtensionSlice::Fragment(f) = ext {
+                    let id = f.identification();
+                    if f.fragment_offset().value() > 0 {
+                        fragment = Fragment::Later { id };
+                    } else if f.more_fragments() {
+                        fragment = Fragment::First { id };
+                    }
+                }
+            }
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                ip_len,
+                fragment,
+                payload,
+            )
+        }
+        _ => return Err(ParseError::NoIp),
+    };
+    let protocol = ip_payload.ip_number.0;
+    let (src_mac, dst_mac) = match &p.link {
+        Some(LinkSlice::Ethernet2(e)) => (Some(e.source()), Some(e.destination())),
+        _ => (None, None),
+    };
+    let mut v = PacketView {
+        src,
+        dst,
+        protocol,
+        src_port: 0,
+        dst_port: 0,
+        ports_known: false,
+        ip_len: ip_len as u32,
+        tcp_flags: 0,
+        truncated: ip_payload.incomplete,
+        fragment,
+        src_mac,
+        dst_mac,
+        payload: (0, 0),
+    };
+    let offset_of = |s: &[u8]| -> (u32, u32) {
+        let off = (s.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+        if off <= frame.len() {
+            (off as u32, s.len() as u32)
+        } else {
+            (0, 0)
+        }
+    };
+    if let Fragment::Later { .. } = fragment {
+        return Ok(v);
+    }
+    match &p.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            v.src_port = tcp.source_port();
+            v.dst_port = tcp.destination_port();
+            v.ports_known = true;
+            v.tcp_flags = tcp.slice().get(13).copied().unwrap_or(0);
+            v.payload = offset_of(tcp.payload());
+        }
+        Some(TransportSlice::Udp(udp)) => {
+            v.src_port = udp.source_port();
+            v.dst_port = udp.destination_port();
+            v.ports_known = true;
+            v.payload = offset_of(udp.payload());
+        }
+        // AWS writes 0 for both ports of ICMP, ICMPv6 and every other protocol.
+        Some(_) => {}
+        None => {
+            // Transport header cut short (mirror truncation, snap length) or a first
+            // fragment, which etherparse does not descend into: read the fixed fields
+            // that are present. Ports are the first four bytes of TCP and UDP alike.
+            let b = ip_payload.payload;
+            if (protocol == PROTO_TCP || protocol == PROTO_UDP) && b.len() >= 4 {
+                v.src_port = u16::from_be_bytes([b[0], b[1]]);
+                v.dst_port = u16::from_be_bytes([b[2], b[3]]);
+                v.ports_known = true;
+                if protocol == PROTO_TCP {
+                    v.tcp_flags = b.get(13).copied().unwrap_or(0);
+                }
+            }
+            if fragment == Fragment::No && (protocol == PROTO_TCP || protocol == PROTO_UDP) {
+                v.truncated = true;
+            }
+        }
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decap::{decapsulate, TunnelPorts};
+    use crate::ingest::LinkType;
+
+    /// An inner IPv4/TCP SYN as in `gen` captures: 10.0.1.10:40000 -> 198.51.100.7:443,
+    /// total length 60 (20 IP + 40 TCP with options), MSS option.
+    fn syn_frame() -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 1, 10], [2, 0, 0, 0, 0, 1])
+            .ipv4([10, 0, 1, 10], [198, 51, 100, 7], 64)
+            .tcp(40000, 443, 1000, 64240)
+            .syn()
+            .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+            .unwrap();
+        let mut v = Vec::new();
+        b.write(&mut v, &[]).unwrap();
+        v
+    }
+
+    fn view_of(frame: &[u8]) -> Option<PacketView> {
+        let d = decapsulate(frame, LinkType::Ethernet, TunnelPorts::default()).ok()?;
+        view(frame, &d).ok()
+    }
+
+    #[test]
+    fn tcp_syn_view() {
+        let f = syn_frame();
+        let v = view_of(&f).unwrap();
+        assert_eq!(v.src, "10.0.1.10".parse::<IpAddr>().unwrap());
+        assert_eq!((v.src_port, v.dst_port, v.protocol), (40000, 443, PROTO_TCP));
+        assert_eq!(v.ip_len, 44);
+        assert_eq!(v.tcp_flags, 0x02);
+        assert!(!v.truncated);
+        assert_eq!(v.src_mac, Some([2, 0, 0, 0, 1, 10]));
+    }
+
+    #[test]
+    fn every_truncated_prefix_keeps_ip_length() {
+        let f = syn_frame();
+        for n in 0..f.len() {
+            let Some(v) = view_of(&f[..n]) else {
+                assert!(n < 14 + 20, "IP header complete at {n} but no view");
+                continue;
+            };
+            assert_eq!(v.ip_len, 44, "bytes come from the IP header at prefix {n}");
+            assert!(v.truncated, "prefix {n} must count as truncated");
+            if n >= 14 + 20 + 4 {
+                assert_eq!((v.src_port, v.dst_port), (40000, 443), "prefix {n}");
+            }
+            if n >= 14 + 20 + 14 {
+                assert_eq!(v.tcp_flags, 0x02, "prefix {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let mut f = syn_frame();
+        // Later fragment: offset 185 (8-byte units), identification 0x1234.
+        f[14 + 4] = 0x12;
+        f[14 + 5] = 0x34;
+        f[14 + 6] = 0x00;
+        f[14 + 7] = 185;
+        let v = view_of(&f).unwrap();
+        assert_eq!(v.fragment, Fragment::Later { id: 0x1234 });
+        assert!(!v.ports_known);
+        // First fragment: MF set, offset 0, ports still read.
+        f[14 + 6] = 0x20;
+        f[14 + 7] = 0;
+        let v = view_of(&f).unwrap();
+        assert_eq!(v.fragment, Fragment::First { id: 0x1234 });
+        assert_eq!((v.src_port, v.dst_port), (40000, 443));
+    }
+
+    #[test]
+    fn icmp_has_zero_ports() {
+        let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe; 16], 64)
+            .icmpv6_echo_request(7, 1);
+        let mut f = Vec::new();
+        b.write(&mut f, &[0; 16]).unwrap();
+        let v = view_of(&f).unwrap();
+        assert_eq!((v.protocol, v.src_port, v.dst_port), (PROTO_ICMPV6, 0, 0));
+        assert_eq!(v.ip_len, 40 + 8 + 16);
+    }
+}

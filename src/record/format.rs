@@ -1,0 +1,295 @@
+//! Record encoding: AWS text (the default format or a custom `${field} ...` format, with
+//! `-` for what is unknown, as AWS prints it) and JSON lines (AWS field names as keys,
+//! unknown fields omitted, numbers as numbers).
+
+use std::fmt::Write as _;
+
+use super::fields::{FormatField, DEFAULT_FORMAT};
+use super::{Field, FlowRecord};
+
+/// Text or JSON lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    Text,
+    Json,
+}
+
+/// A compiled output format.
+#[derive(Clone, Debug)]
+pub struct RecordFormat {
+    kind: OutputKind,
+    fields: Vec<FormatField>,
+    /// `version`: the highest version among the chosen AWS fields (aws-spec §2.3).
+    version: u8,
+}
+
+/// Fields written as JSON keys: every field we compute, in registry order.
+const JSON_FIELDS: &[Field] = Field::ALL;
+
+impl RecordFormat {
+    /// AWS's default text format (version 2).
+    pub fn default_text() -> RecordFormat {
+        RecordFormat::from_fields(
+            OutputKind::Text,
+            DEFAULT_FORMAT.iter().map(|f| FormatField::Known(*f)).collect(),
+        )
+    }
+
+    /// JSON lines with every known field.
+    pub fn json() -> RecordFormat {
+        RecordFormat::from_fields(
+            OutputKind::Json,
+            JSON_FIELDS.iter().map(|f| FormatField::Known(*f)).collect(),
+        )
+    }
+
+    /// Compiles an AWS custom format string such as `${version} ${srcaddr} ${tcp-flags}`.
+    /// Terraform's `$${field}` escaping is accepted too.
+    pub fn custom(kind: OutputKind, spec: &str) -> Result<RecordFormat, String> {
+        let mut fields = Vec::new();
+        for token in spec.split_whitespace() {
+            let inner = token
+                .strip_prefix("$${")
+                .or_else(|| token.strip_prefix("${"))
+                .and_then(|t| t.strip_suffix('}'))
+                .ok_or_else(|| {
+                    format!("format token '{token}' is not of the form ${{field-name}}")
+                })?;
+            let field = FormatField::lookup(inner).ok_or_else(|| {
+                format!(
+                    "unknown field '{inner}' in format (known: {})",
+                    Field::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            fields.push(field);
+        }
+        if fields.is_empty() {
+            return Err("format must name at least one field, e.g. '${srcaddr} ${dstaddr}'".into());
+        }
+        Ok(RecordFormat::from_fields(kind, fields))
+    }
+
+    fn from_fields(kind: OutputKind, fields: Vec<FormatField>) -> RecordFormat {
+        let version = fields.iter().map(|f| f.version()).max().unwrap_or(2).max(2);
+        RecordFormat {
+            kind,
+            fields,
+            version,
+        }
+    }
+
+    pub fn kind(&self) -> OutputKind {
+        self.kind
+    }
+
+    pub fn version(&self) -> u8 {
+        self.version
+    }
+
+    pub fn fields(&self) -> &[FormatField] {
+        &self.fields
+    }
+
+    /// The header line AWS writes at the top of S3 text files: the field names.
+    pub fn header_line(&self) -> String {
+        self.fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(" ")
+    }
+
+    /// Appends one encoded record and a newline to `out`.
+    pub fn write(&self, r: &FlowRecord, out: &mut String) {
+        match self.kind {
+            OutputKind::Text => {
+                for (i, f) in self.fields.iter().enumerate() {
+                    if i > 0 {
+                        out.push(' ');
+                    }
+                    match f {
+                        FormatField::Known(field) => match self.value(r, *field) {
+                            Some(v) => v.write_text(out),
+                            None => out.push('-'),
+                        },
+                        FormatField::Unknowable { .. } => out.push('-'),
+                    }
+                }
+            }
+            OutputKind::Json => {
+                out.push('{');
+                let mut first = true;
+                for f in &self.fields {
+                    let FormatField::Known(field) = f else { continue };
+                    let Some(v) = self.value(r, *field) else { continue };
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    out.push('"');
+                    out.push_str(field.name());
+                    out.push_str("\":");
+                    v.write_json(out);
+                }
+                out.push('}');
+            }
+        }
+        out.push('\n');
+    }
+
+    /// The value of `field` in `r`; `None` when it is unknown for this record.
+    pub fn value<'r>(&self, r: &'r FlowRecord, field: Field) -> Option<Value<'r>> {
+        let iface = r.interface.as_deref();
+        let s = |v: Option<&'r String>| v.map(|s| Value::Str(s.as_str()));
+        Some(match field {
+            Field::Version => Value::Num(u64::from(self.version)),
+            Field::AccountId => return s(iface.and_then(|i| i.account_id.as_ref())),
+            Field::InterfaceId => return s(iface.and_then(|i| i.interface_id.as_ref())),
+            Field::VpcId => return s(iface.and_then(|i| i.vpc_id.as_ref())),
+            Field::SubnetId => return s(iface.and_then(|i| i.subnet_id.as_ref())),
+            Field::InstanceId => return s(iface.and_then(|i| i.instance_id.as_ref())),
+            Field::Region => return s(iface.and_then(|i| i.region.as_ref())),
+            Field::AzId => return s(iface.and_then(|i| i.az_id.as_ref())),
+            // Mirrored packets carry the addresses as they crossed the interface; without
+            // the interface's address list we cannot apply AWS's primary-IP substitution,
+            // so srcaddr equals pkt-srcaddr.
+            Field::Srcaddr | Field::PktSrcaddr => Value::Ip(r.srcaddr),
+            Field::Dstaddr | Field::PktDstaddr => Value::Ip(r.dstaddr),
+            Field::Srcport => Value::Num(u64::from(r.srcport)),
+            Field::Dstport => Value::Num(u64::from(r.dstport)),
+            Field::Protocol => Value::Num(u64::from(r.protocol)),
+            Field::Packets => Value::Num(r.packets),
+            Field::Bytes => Value::Num(r.bytes),
+            Field::Start => Value::Num(r.start),
+            Field::End => Value::Num(r.end),
+            Field::Action => Value::Str(r.action()),
+            Field::LogStatus => Value::Str(r.log_status.as_str()),
+            Field::TcpFlags => Value::Num(u64::from(r.tcp_flags)),
+            Field::Type => Value::Str(r.traffic_type()),
+            Field::SublocationType
+            | Field::SublocationId
+            | Field::PktSrcAwsService
+            | Field::PktDstAwsService
+            | Field::TrafficPath => return None,
+            Field::FlowDirection => return r.flow_direction.map(|d| Value::Str(d.as_str())),
+            Field::Vni => return r.vni.map(|v| Value::Num(u64::from(v))),
+            Field::MirrorSource => return r.mirror_source.map(Value::Ip),
+            Field::ConnState => Value::Str(r.conn_state),
+            Field::TruncatedPackets => Value::Num(r.truncated_packets),
+        })
+    }
+}
+
+/// A field value, borrowed from the record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    Num(u64),
+    Str(&'a str),
+    Ip(std::net::IpAddr),
+}
+
+impl Value<'_> {
+    fn write_text(&self, out: &mut String) {
+        match self {
+            Value::Num(n) => {
+                let _ = write!(out, "{n}");
+            }
+            // AWS text fields never contain spaces; an operator-supplied id with one
+            // would shift every later column, so it is written with '_' instead.
+            Value::Str(s) if s.contains(char::is_whitespace) => {
+                out.extend(s.chars().map(|c| if c.is_whitespace() { '_' } else { c }))
+            }
+            Value::Str(s) => out.push_str(s),
+            Value::Ip(ip) => {
+                let _ = write!(out, "{ip}");
+            }
+        }
+    }
+
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Value::Num(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Value::Str(s) => out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())),
+            Value::Ip(ip) => {
+                let _ = write!(out, "\"{ip}\"");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FlowDirection, InterfaceInfo, LogStatus};
+    use std::sync::Arc;
+
+    fn rec() -> FlowRecord {
+        FlowRecord {
+            interface: Some(Arc::new(InterfaceInfo {
+                interface_id: Some("eni-1235b8ca123456789".into()),
+                account_id: Some("123456789010".into()),
+                ..Default::default()
+            })),
+            vni: Some(5_569_041),
+            mirror_source: Some("172.31.0.238".parse().unwrap()),
+            srcaddr: "172.31.16.139".parse().unwrap(),
+            dstaddr: "172.31.16.21".parse().unwrap(),
+            srcport: 20641,
+            dstport: 22,
+            protocol: 6,
+            packets: 20,
+            bytes: 4249,
+            start: 1418530010,
+            end: 1418530070,
+            log_status: LogStatus::Ok,
+            tcp_flags: 18,
+            flow_direction: Some(FlowDirection::Ingress),
+            conn_state: "SF",
+            truncated_packets: 0,
+        }
+    }
+
+    #[test]
+    fn default_format_matches_aws_example() {
+        // The first example record of the AWS flow log documentation (aws-spec §2.8).
+        let mut s = String::new();
+        RecordFormat::default_text().write(&rec(), &mut s);
+        assert_eq!(
+            s,
+            "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK\n"
+        );
+    }
+
+    #[test]
+    fn custom_format_version_and_dashes() {
+        let f = RecordFormat::custom(
+            OutputKind::Text,
+            "${version} ${vpc-id} ${tcp-flags} ${flow-direction} ${traffic-path} ${vni} ${ecs-task-id}",
+        )
+        .unwrap();
+        assert_eq!(f.version(), 7);
+        let mut s = String::new();
+        f.write(&rec(), &mut s);
+        assert_eq!(s, "7 - 18 ingress - 5569041 -\n");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = RecordFormat::custom(OutputKind::Text, "${srcaddr} ${bogus}").unwrap_err();
+        assert!(e.contains("'bogus'"), "{e}");
+        let e = RecordFormat::custom(OutputKind::Text, "srcaddr").unwrap_err();
+        assert!(e.contains("'srcaddr'"), "{e}");
+    }
+
+    #[test]
+    fn json_uses_aws_names_and_omits_unknown() {
+        let mut s = String::new();
+        RecordFormat::json().write(&rec(), &mut s);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["srcaddr"], "172.31.16.139");
+        assert_eq!(v["bytes"], 4249);
+        assert_eq!(v["version"], 5);
+        assert_eq!(v["vni"], 5_569_041);
+        assert_eq!(v["conn-state"], "SF");
+        assert!(v.get("vpc-id").is_none());
+        assert!(v.get("traffic-path").is_none());
+    }
+}

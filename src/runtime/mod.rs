@@ -1,0 +1,7 @@
+//! Runtime: thread topology of a run. `replay` is one ingest thread (read, decap, parse,
+//! dispatch), N worker threads (flow tables) and one writer thread (sink), joined by
+//! bounded channels, with an orderly shutdown: stop reading, drain tables, flush sink.
+
+pub mod replay;
+
+pub use replay::{replay, ReplayError, ReplayOptions, ReplayOutcome};

@@ -1,0 +1,249 @@
+//! `replay`: capture files through the whole pipeline, packet time driving windows and
+//! timeouts.
+//!
+//! The ingest thread maps each capture and walks its frames; damage in a file stops that
+//! file at the damaged record (its error names the file and byte offset) and the run
+//! goes on with the next file. SIGINT/SIGTERM stop reading the same way. In every case
+//! the workers then drain their tables and the writer flushes, so every record of what
+//! was read is written.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::config::{SessionMap, Timeouts};
+use crate::decap::{decapsulate, Tunnel, TunnelPorts};
+use crate::dispatch::{Batch, Dispatcher, QUEUE_BATCHES};
+use crate::flow::{FlowTable, FlowTableStats};
+use crate::ingest::{CaptureError, CaptureFile};
+use crate::parse;
+use crate::record::{FlowRecord, RecordFormat};
+use crate::sink::{Destination, RecordWriter};
+use crate::telemetry::{IngestStats, RunSummary};
+
+/// Records a worker gathers before handing them to the writer.
+const RECORD_BATCH: usize = 512;
+
+pub struct ReplayOptions {
+    pub captures: Vec<PathBuf>,
+    pub workers: usize,
+    pub interval_s: u64,
+    pub timeouts: Timeouts,
+    pub ports: TunnelPorts,
+    pub sessions: Arc<SessionMap>,
+    pub format: RecordFormat,
+    pub destination: Destination,
+    pub progress: bool,
+}
+
+/// What a run produced: the summary and any damaged captures.
+pub struct ReplayOutcome {
+    pub summary: RunSummary,
+    pub capture_errors: Vec<CaptureError>,
+    pub interrupted: bool,
+}
+
+/// A failure that stopped the run as a whole (the output could not be written).
+#[derive(Debug)]
+pub enum ReplayError {
+    Output(String),
+}
+
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::Output(m) => f.write_str(m),
+        }
+    }
+}
+
+pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
+    let started = Instant::now();
+    let workers = opts.workers.max(1);
+    let writer = RecordWriter::open(&opts.destination, opts.format.clone()).map_err(|e| {
+        ReplayError::Output(match &opts.destination {
+            Destination::File(p) => format!("{}: cannot create output: {e}", p.display()),
+            Destination::Stdout => format!("stdout: {e}"),
+        })
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
+    }
+
+    let (rec_tx, rec_rx) = bounded::<Vec<FlowRecord>>(workers * 4);
+    let writer_thread = thread::Builder::new()
+        .name("mf-writer".into())
+        .spawn(move || write_records(writer, rec_rx))
+        .map_err(|e| ReplayError::Output(format!("cannot start writer thread: {e}")))?;
+
+    let mut senders = Vec::with_capacity(workers);
+    let mut worker_threads = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
+        senders.push(tx);
+        let table = FlowTable::new(opts.interval_s, &opts.timeouts, opts.sessions.clone());
+        let rec_tx = rec_tx.clone();
+        worker_threads.push(
+            thread::Builder::new()
+                .name(format!("mf-worker-{w}"))
+                .spawn(move || run_worker(table, rx, rec_tx))
+                .map_err(|e| ReplayError::Output(format!("cannot start worker thread: {e}")))?,
+        );
+    }
+    drop(rec_tx);
+
+    let mut dispatcher = Dispatcher::new(senders, opts.sessions.clone());
+    let mut ingest = IngestStats::default();
+    let mut capture_errors = Vec::new();
+    let total_bytes: u64 = opts
+        .captures
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = if opts.progress && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total_bytes);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let mut done_bytes = 0u64;
+    'files: for path in &opts.captures {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        ingest.captures += 1;
+        let file = match CaptureFile::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                ingest.damaged_captures += 1;
+                capture_errors.push(e);
+                continue;
+            }
+        };
+        let frames = match file.frames() {
+            Ok(it) => it,
+            Err(e) => {
+                ingest.damaged_captures += 1;
+                capture_errors.push(e);
+                continue;
+            }
+        };
+        if let Some(b) = &bar {
+            b.set_message(path.display().to_string());
+        }
+        for (n, frame) in frames.enumerate() {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    ingest.damaged_captures += 1;
+                    capture_errors.push(e);
+                    break;
+                }
+            };
+            ingest.frames += 1;
+            ingest.frame_bytes += frame.data.len() as u64;
+            if n % 4096 == 0 {
+                if let Some(b) = &bar {
+                    b.set_position(done_bytes + frame.record_offset as u64);
+                }
+                if stop.load(Ordering::Relaxed) {
+                    break 'files;
+                }
+            }
+            let d = match decapsulate(frame.data, frame.link, opts.ports) {
+                Ok(d) => d,
+                Err(e) => {
+                    ingest.decap_errors[e.index()] += 1;
+                    continue;
+                }
+            };
+            let Ok(view) = parse::view(frame.data, &d) else {
+                ingest.decap_errors[crate::decap::DecapError::IpHeader.index()] += 1;
+                continue;
+            };
+            ingest.packets += 1;
+            ingest.truncated += u64::from(view.truncated);
+            ingest.tunnelled += u64::from(d.ctx.tunnel != Tunnel::None);
+            dispatcher.push(&d.ctx, &view, frame.ts_ns, &mut ingest);
+        }
+        done_bytes += file.bytes().len() as u64;
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    dispatcher.finish();
+
+    let mut flows = FlowTableStats::default();
+    for t in worker_threads {
+        let s = t
+            .join()
+            .map_err(|_| ReplayError::Output("a worker thread panicked".into()))?;
+        flows.flows_created += s.flows_created;
+        flows.records += s.records;
+        flows.idle_expired += s.idle_expired;
+        flows.packets += s.packets;
+        flows.bytes += s.bytes;
+        flows.truncated_packets += s.truncated_packets;
+    }
+    let records_written = writer_thread
+        .join()
+        .map_err(|_| ReplayError::Output("the writer thread panicked".into()))?
+        .map_err(|e| ReplayError::Output(format!("writing records: {e}")))?;
+    Ok(ReplayOutcome {
+        summary: RunSummary {
+            ingest,
+            flows,
+            records_written,
+            elapsed: started.elapsed(),
+            workers,
+        },
+        capture_errors,
+        interrupted: stop.load(Ordering::Relaxed),
+    })
+}
+
+fn run_worker(mut table: FlowTable, rx: Receiver<Batch>, out: Sender<Vec<FlowRecord>>) -> FlowTableStats {
+    let mut records = Vec::with_capacity(RECORD_BATCH);
+    for batch in rx {
+        for p in &batch {
+            table.process(p, &mut records);
+        }
+        if records.len() >= RECORD_BATCH {
+            let _ = out.send(std::mem::replace(&mut records, Vec::with_capacity(RECORD_BATCH)));
+        }
+    }
+    table.flush(&mut records);
+    if !records.is_empty() {
+        let _ = out.send(records);
+    }
+    table.stats()
+}
+
+fn write_records(mut w: RecordWriter, rx: Receiver<Vec<FlowRecord>>) -> std::io::Result<u64> {
+    let mut failure = None;
+    for batch in rx {
+        if failure.is_none() {
+            if let Err(e) = w.write_all(&batch) {
+                // Keep draining so workers never block on a dead writer.
+                failure = Some(e);
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => w.finish(),
+    }
+}
