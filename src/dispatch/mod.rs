@@ -115,29 +115,15 @@ impl Dispatcher {
     /// MAC comes from the config or is learned from a packet whose inner IP address is
     /// the tunnel's outer source (AWS sets that to the interface's primary IP).
     fn direction(&mut self, ctx: &MirrorContext, v: &PacketView) -> Option<FlowDirection> {
-        let source = ctx.mirror_source?;
+        ctx.mirror_source?;
         let (smac, dmac) = (v.src_mac?, v.dst_mac?);
-        let key = (ctx.vni, ctx.mirror_source);
         let mac = match self
             .sessions
             .lookup(ctx.vni, ctx.mirror_source)
             .and_then(|s| s.eni_mac)
         {
             Some(m) => m,
-            None => match self.eni_macs.get(&key) {
-                Some(m) => *m,
-                None => {
-                    let learned = if v.src == source {
-                        smac
-                    } else if v.dst == source {
-                        dmac
-                    } else {
-                        return None;
-                    };
-                    self.eni_macs.insert(key, learned);
-                    learned
-                }
-            },
+            None => self.learn(ctx, v)?,
         };
         if smac == mac {
             Some(FlowDirection::Egress)
@@ -146,5 +132,26 @@ impl Dispatcher {
         } else {
             None
         }
+    }
+
+    /// Learns (once) the interface MAC of the packet's session, returning it if known.
+    /// `replay` calls this over the start of each capture before dispatching, so flows
+    /// that precede the first packet from the interface's own IPv4 (IPv6-only flows,
+    /// say) get a direction too.
+    pub fn learn(&mut self, ctx: &MirrorContext, v: &PacketView) -> Option<[u8; 6]> {
+        let source = ctx.mirror_source?;
+        let key = (ctx.vni, ctx.mirror_source);
+        if let Some(m) = self.eni_macs.get(&key) {
+            return Some(*m);
+        }
+        let learned = if v.src == source {
+            v.src_mac?
+        } else if v.dst == source {
+            v.dst_mac?
+        } else {
+            return None;
+        };
+        self.eni_macs.insert(key, learned);
+        Some(learned)
     }
 }

@@ -162,6 +162,7 @@ struct Interface {
     offset_secs: i64,
 }
 
+#[derive(Clone)]
 enum Format {
     Pcap {
         big_endian: bool,
@@ -176,6 +177,7 @@ enum Format {
 }
 
 /// Iterator over the frames of a capture; yields `Err` once at the first damage, then ends.
+#[derive(Clone)]
 pub struct FrameIter<'a> {
     path: &'a Path,
     data: &'a [u8],

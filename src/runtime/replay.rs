@@ -26,6 +26,9 @@ use crate::record::{FlowRecord, RecordFormat};
 use crate::sink::{Destination, RecordWriter};
 use crate::telemetry::{IngestStats, RunSummary};
 
+/// Frames read ahead at the start of each capture to learn interface MACs.
+const LEARN_FRAMES: usize = 100_000;
+
 /// Records a worker gathers before handing them to the writer.
 const RECORD_BATCH: usize = 512;
 
@@ -143,6 +146,15 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         };
         if let Some(b) = &bar {
             b.set_message(path.display().to_string());
+        }
+        // Learn each session's interface MAC from the start of the capture first, so
+        // flow-direction does not depend on which flow happened to come first.
+        for frame in frames.clone().take(LEARN_FRAMES).flatten() {
+            if let Ok(d) = decapsulate(frame.data, frame.link, opts.ports) {
+                if let Ok(view) = parse::view(frame.data, &d) {
+                    dispatcher.learn(&d.ctx, &view);
+                }
+            }
         }
         for (n, frame) in frames.enumerate() {
             let frame = match frame {

@@ -1,0 +1,196 @@
+//! End to end against ground truth: `gen` writes captures with known per-direction
+//! packets, bytes, tcp-flags and times; `replay` must reproduce them for every flow, in
+//! plain, VXLAN and VXLAN-truncated-to-128-bytes form, whatever the worker count.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+
+type DirKey = (u64, String, u64, String, u64);
+
+#[derive(Default, Debug, PartialEq)]
+struct Agg {
+    packets: u64,
+    bytes: u64,
+    tcp_flags: u64,
+    start: u64,
+    end: u64,
+    records: u64,
+    last_start: u64,
+    conn_state: String,
+    direction: Option<String>,
+    truncated: u64,
+}
+
+fn aggregate(recs: &[Value]) -> HashMap<DirKey, Agg> {
+    let mut m: HashMap<DirKey, Agg> = HashMap::new();
+    for r in recs {
+        let k = (
+            r["protocol"].as_u64().unwrap(),
+            r["srcaddr"].as_str().unwrap().to_string(),
+            r["srcport"].as_u64().unwrap(),
+            r["dstaddr"].as_str().unwrap().to_string(),
+            r["dstport"].as_u64().unwrap(),
+        );
+        let a = m.entry(k).or_insert_with(|| Agg { start: u64::MAX, ..Default::default() });
+        a.packets += r["packets"].as_u64().unwrap();
+        a.bytes += r["bytes"].as_u64().unwrap();
+        a.tcp_flags |= r["tcp-flags"].as_u64().unwrap();
+        let start = r["start"].as_u64().unwrap();
+        a.start = a.start.min(start);
+        a.end = a.end.max(r["end"].as_u64().unwrap());
+        a.records += 1;
+        a.truncated += r["truncated-packets"].as_u64().unwrap();
+        if start >= a.last_start {
+            a.last_start = start;
+            a.conn_state = r["conn-state"].as_str().unwrap().to_string();
+        }
+        if let Some(d) = r.get("flow-direction").and_then(|d| d.as_str()) {
+            a.direction = Some(d.to_string());
+        }
+    }
+    m
+}
+
+fn load_truth(capture: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(format!("{}.truth.jsonl", capture.display())).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["type"] == "flow")
+        .collect()
+}
+
+/// Checks every truth flow against the records; returns the number of flows checked.
+fn check_against_truth(capture: &Path, recs: &[Value], tunnelled: bool) -> usize {
+    let truth = load_truth(capture);
+    let agg = aggregate(recs);
+    let mut matched_dirs = 0;
+    for t in &truth {
+        let p = t["protocol"].as_u64().unwrap();
+        let (a, ap, b, bp) = (
+            t["srcaddr"].as_str().unwrap(),
+            t["srcport"].as_u64().unwrap(),
+            t["dstaddr"].as_str().unwrap(),
+            t["dstport"].as_u64().unwrap(),
+        );
+        for (side, key) in [
+            ("fwd", (p, a.to_string(), ap, b.to_string(), bp)),
+            ("rev", (p, b.to_string(), bp, a.to_string(), ap)),
+        ] {
+            let want = &t[side];
+            let want_packets = want["packets"].as_u64().unwrap();
+            let got = agg.get(&key);
+            if want_packets == 0 {
+                assert!(got.is_none(), "{}: {side} of {key:?} has no packets in truth but a record", capture.display());
+                continue;
+            }
+            let got = got.unwrap_or_else(|| panic!("{}: no record for {side} {key:?}", capture.display()));
+            let ctx = format!("{}: {side} {key:?}", capture.display());
+            assert_eq!(got.packets, want_packets, "packets {ctx}");
+            assert_eq!(got.bytes, want["bytes"].as_u64().unwrap(), "bytes {ctx}");
+            assert_eq!(got.tcp_flags, want["tcp_flags"].as_u64().unwrap(), "tcp-flags {ctx}");
+            assert_eq!(got.start, want["start_us"].as_u64().unwrap() / 1_000_000, "start {ctx}");
+            assert_eq!(got.end, want["end_us"].as_u64().unwrap() / 1_000_000, "end {ctx}");
+            assert_eq!(got.conn_state, t["conn_state"].as_str().unwrap(), "conn-state {ctx}");
+            if tunnelled {
+                assert_eq!(got.direction.as_deref(), want["flow_direction"].as_str(), "flow-direction {ctx}");
+            } else {
+                assert_eq!(got.direction, None, "no interface, no direction: {ctx}");
+            }
+            matched_dirs += 1;
+        }
+    }
+    let records_expected: usize = agg.len();
+    assert_eq!(matched_dirs, records_expected, "{}: records for directions the truth does not have", capture.display());
+    truth.len()
+}
+
+/// Records with the tunnel-dependent fields removed, as sorted lines.
+fn without_tunnel_fields(recs: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = recs
+        .iter()
+        .map(|r| {
+            let mut r = r.as_object().unwrap().clone();
+            for k in ["vni", "mirror-source", "flow-direction", "truncated-packets"] {
+                r.remove(k);
+            }
+            serde_json::to_string(&r).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn generated_captures_match_truth_in_every_variant() {
+    let dir = scratch("truth");
+    let mut tally = BTreeMap::new();
+    for seed in ["1", "7", "42"] {
+        let plain = dir.join(format!("plain-{seed}.pcap"));
+        let vxlan = dir.join(format!("vxlan-{seed}.pcap"));
+        let trunc = dir.join(format!("vxlan128-{seed}.pcap"));
+        gen(&plain, &["--flows", "250", "--seed", seed]);
+        gen(&vxlan, &["--flows", "250", "--seed", seed, "--vxlan", "--vni", "4242"]);
+        gen(&trunc, &["--flows", "250", "--seed", seed, "--vxlan", "--vni", "4242", "--truncate", "128"]);
+        let (c1, r_plain, e1) = replay_json(&[&plain], &["--workers", "2"]);
+        let (c2, r_vxlan, e2) = replay_json(&[&vxlan], &["--workers", "2"]);
+        let (c3, r_trunc, e3) = replay_json(&[&trunc], &["--workers", "2"]);
+        assert_eq!((c1, c2, c3), (0, 0, 0), "{e1}{e2}{e3}");
+        let n = check_against_truth(&plain, &r_plain, false);
+        check_against_truth(&vxlan, &r_vxlan, true);
+        check_against_truth(&trunc, &r_trunc, true);
+        assert!(r_vxlan.iter().all(|r| r["vni"] == 4242 && r["mirror-source"] == "10.0.1.10"));
+        assert!(r_plain.iter().all(|r| r.get("vni").is_none()));
+        let truncated: u64 = r_trunc.iter().map(|r| r["truncated-packets"].as_u64().unwrap()).sum();
+        assert!(truncated > 0, "truncation to 128 bytes must be counted");
+        assert!(r_vxlan.iter().all(|r| r["truncated-packets"] == 0));
+        assert_eq!(without_tunnel_fields(&r_plain), without_tunnel_fields(&r_vxlan), "seed {seed}");
+        assert_eq!(without_tunnel_fields(&r_plain), without_tunnel_fields(&r_trunc), "seed {seed}");
+        // The long SSH session crosses a window: more records than flows.
+        assert!(r_plain.len() > 2 * n - n / 2);
+        tally.insert(seed, (n, r_plain.len(), truncated));
+    }
+    for (seed, (flows, records, truncated)) in &tally {
+        println!("seed {seed}: {flows} truth flows, {records} records per variant, 100% exact; {truncated} truncated packets counted at 128 bytes");
+    }
+}
+
+#[test]
+fn worker_count_does_not_change_the_records() {
+    let dir = scratch("workers");
+    let cap = dir.join("w.pcap");
+    gen(&cap, &["--flows", "300", "--seed", "3", "--vxlan"]);
+    let (_, one, _) = replay_json(&[&cap], &["--workers", "1"]);
+    let (_, one_again, _) = replay_json(&[&cap], &["--workers", "1"]);
+    assert_eq!(one, one_again, "--workers 1 gives a deterministic order");
+    let sorted = |v: &[Value]| {
+        let mut s: Vec<String> = v.iter().map(|r| r.to_string()).collect();
+        s.sort();
+        s
+    };
+    for w in ["2", "3", "5"] {
+        let (_, many, _) = replay_json(&[&cap], &["--workers", w]);
+        assert_eq!(sorted(&one), sorted(&many), "--workers {w}");
+    }
+}
+
+#[test]
+fn interval_60_cuts_more_windows() {
+    let dir = scratch("interval");
+    let cap = dir.join("i.pcap");
+    gen(&cap, &["--flows", "120", "--seed", "5"]);
+    let (_, r600, _) = replay_json(&[&cap], &["--interval", "600"]);
+    let (_, r60, _) = replay_json(&[&cap], &["--interval", "60"]);
+    assert!(r60.len() > r600.len());
+    let sum = |v: &[Value], k: &str| v.iter().map(|r| r[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum(&r60, "packets"), sum(&r600, "packets"));
+    assert_eq!(sum(&r60, "bytes"), sum(&r600, "bytes"));
+    for r in &r60 {
+        let (s, e) = (r["start"].as_u64().unwrap(), r["end"].as_u64().unwrap());
+        assert_eq!(s / 60, e / 60, "a record stays inside its 60 s window: {r}");
+    }
+}
