@@ -24,7 +24,11 @@ pub const EXIT_DAMAGED_CAPTURE: i32 = 3;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
-#[command(name = "mirrorflow", version, about = "AWS VPC Traffic Mirroring in, exact VPC Flow Log records out")]
+#[command(
+    name = "mirrorflow",
+    version,
+    about = "AWS VPC Traffic Mirroring in, exact VPC Flow Log records out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -146,7 +150,7 @@ pub fn run() -> i32 {
                 ..config.clone()
             };
             if let Err(e) = checked.validate() {
-                eprintln!("mirrorflow: {}", e.replace("key 'capture.", "option '--").replace("' =", "' ="));
+                eprintln!("mirrorflow: {}", e.replace("key 'capture.", "option '--"));
                 return EXIT_USAGE;
             }
             let kind = match output {
@@ -166,7 +170,9 @@ pub fn run() -> i32 {
                 (OutputKind::Json, None) => RecordFormat::json(),
             };
             let workers = workers.unwrap_or_else(|| {
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
             });
             if workers == 0 || workers > 1024 {
                 eprintln!("mirrorflow: option '--workers' = {workers}: must be between 1 and 1024");
@@ -195,7 +201,9 @@ pub fn run() -> i32 {
                         eprintln!("mirrorflow: damaged capture: {e}");
                     }
                     if outcome.interrupted {
-                        eprintln!("mirrorflow: interrupted; records for everything read were written");
+                        eprintln!(
+                            "mirrorflow: interrupted; records for everything read were written"
+                        );
                         EXIT_INTERRUPTED
                     } else if !outcome.capture_errors.is_empty() {
                         EXIT_DAMAGED_CAPTURE
@@ -219,11 +227,15 @@ pub fn run() -> i32 {
             ipv6_share,
         } => {
             if !(0.0..=1.0).contains(&ipv6_share) {
-                eprintln!("mirrorflow: option '--ipv6-share' = {ipv6_share}: must be between 0 and 1");
+                eprintln!(
+                    "mirrorflow: option '--ipv6-share' = {ipv6_share}: must be between 0 and 1"
+                );
                 return EXIT_USAGE;
             }
             if vni > 0x00ff_ffff {
-                eprintln!("mirrorflow: option '--vni' = {vni}: a VNI has 24 bits (at most 16777215)");
+                eprintln!(
+                    "mirrorflow: option '--vni' = {vni}: a VNI has 24 bits (at most 16777215)"
+                );
                 return EXIT_USAGE;
             }
             if truncate == Some(0) {

@@ -120,7 +120,11 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let config: Config = toml::from_str(&text).map_err(|e| {
             // toml's message names the key and shows the line; keep it on one line.
-            err(e.to_string().split_whitespace().collect::<Vec<_>>().join(" "))
+            err(e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "))
         })?;
         config.validate().map_err(err)?;
         Ok(config)
@@ -143,7 +147,9 @@ impl Config {
             ("timeouts.other", self.timeouts.other),
         ] {
             if v == 0 {
-                return Err(format!("key '{key}' = 0: a timeout must be at least 1 second"));
+                return Err(format!(
+                    "key '{key}' = 0: a timeout must be at least 1 second"
+                ));
             }
         }
         if self.capture.vxlan_port == self.capture.geneve_port {
@@ -158,7 +164,10 @@ impl Config {
         let mut seen = HashMap::new();
         for (i, s) in self.sessions.iter().enumerate() {
             if s.vni > 0x00ff_ffff {
-                return Err(format!("key 'session[{i}].vni' = {}: a VNI has 24 bits (at most 16777215)", s.vni));
+                return Err(format!(
+                    "key 'session[{i}].vni' = {}: a VNI has 24 bits (at most 16777215)",
+                    s.vni
+                ));
             }
             if let Some(mac) = &s.eni_mac {
                 parse_mac(mac).ok_or_else(|| {
@@ -243,7 +252,8 @@ mod tests {
     use super::*;
 
     fn load_str(s: &str) -> Result<Config, ConfigError> {
-        let dir = std::env::temp_dir().join(format!("mf-config-{}-{}", std::process::id(), s.len()));
+        let dir =
+            std::env::temp_dir().join(format!("mf-config-{}-{}", std::process::id(), s.len()));
         std::fs::write(&dir, s).unwrap();
         let r = Config::load(&dir);
         let _ = std::fs::remove_file(&dir);
@@ -271,8 +281,13 @@ eni-mac = "02:85:69:c2:ab:02"
         assert_eq!(c.timeouts.udp, 30);
         assert_eq!(c.timeouts.tcp, 300);
         let m = SessionMap::new(&c.sessions);
-        let e = m.lookup(Some(5569041), Some("172.31.0.238".parse().unwrap())).unwrap();
-        assert_eq!(e.info.interface_id.as_deref(), Some("eni-0a1b2c3d4e5f67890"));
+        let e = m
+            .lookup(Some(5569041), Some("172.31.0.238".parse().unwrap()))
+            .unwrap();
+        assert_eq!(
+            e.info.interface_id.as_deref(),
+            Some("eni-0a1b2c3d4e5f67890")
+        );
         assert_eq!(e.eni_mac, Some([2, 0x85, 0x69, 0xc2, 0xab, 2]));
         assert!(m.lookup(Some(1), None).is_none());
     }
@@ -280,11 +295,17 @@ eni-mac = "02:85:69:c2:ab:02"
     #[test]
     fn errors_name_key_and_value() {
         let e = load_str("[capture]\ninterval = 300\n").unwrap_err();
-        assert!(e.message.contains("capture.interval") && e.message.contains("300"), "{e}");
+        assert!(
+            e.message.contains("capture.interval") && e.message.contains("300"),
+            "{e}"
+        );
         let e = load_str("[capture]\nintervall = 60\n").unwrap_err();
         assert!(e.message.contains("intervall"), "{e}");
         let e = load_str("[[session]]\nvni = 1\neni-mac = \"zz\"\n").unwrap_err();
-        assert!(e.message.contains("eni-mac") && e.message.contains("zz"), "{e}");
+        assert!(
+            e.message.contains("eni-mac") && e.message.contains("zz"),
+            "{e}"
+        );
         let e = load_str("[timeouts]\ntcp = 0\n").unwrap_err();
         assert!(e.message.contains("timeouts.tcp"), "{e}");
         let e = load_str("[[session]]\nvni = 99999999\n").unwrap_err();

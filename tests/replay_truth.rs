@@ -36,7 +36,10 @@ fn aggregate(recs: &[Value]) -> HashMap<DirKey, Agg> {
             r["dstaddr"].as_str().unwrap().to_string(),
             r["dstport"].as_u64().unwrap(),
         );
-        let a = m.entry(k).or_insert_with(|| Agg { start: u64::MAX, ..Default::default() });
+        let a = m.entry(k).or_insert_with(|| Agg {
+            start: u64::MAX,
+            ..Default::default()
+        });
         a.packets += r["packets"].as_u64().unwrap();
         a.bytes += r["bytes"].as_u64().unwrap();
         a.tcp_flags |= r["tcp-flags"].as_u64().unwrap();
@@ -85,19 +88,44 @@ fn check_against_truth(capture: &Path, recs: &[Value], tunnelled: bool) -> usize
             let want_packets = want["packets"].as_u64().unwrap();
             let got = agg.get(&key);
             if want_packets == 0 {
-                assert!(got.is_none(), "{}: {side} of {key:?} has no packets in truth but a record", capture.display());
+                assert!(
+                    got.is_none(),
+                    "{}: {side} of {key:?} has no packets in truth but a record",
+                    capture.display()
+                );
                 continue;
             }
-            let got = got.unwrap_or_else(|| panic!("{}: no record for {side} {key:?}", capture.display()));
+            let got = got
+                .unwrap_or_else(|| panic!("{}: no record for {side} {key:?}", capture.display()));
             let ctx = format!("{}: {side} {key:?}", capture.display());
             assert_eq!(got.packets, want_packets, "packets {ctx}");
             assert_eq!(got.bytes, want["bytes"].as_u64().unwrap(), "bytes {ctx}");
-            assert_eq!(got.tcp_flags, want["tcp_flags"].as_u64().unwrap(), "tcp-flags {ctx}");
-            assert_eq!(got.start, want["start_us"].as_u64().unwrap() / 1_000_000, "start {ctx}");
-            assert_eq!(got.end, want["end_us"].as_u64().unwrap() / 1_000_000, "end {ctx}");
-            assert_eq!(got.conn_state, t["conn_state"].as_str().unwrap(), "conn-state {ctx}");
+            assert_eq!(
+                got.tcp_flags,
+                want["tcp_flags"].as_u64().unwrap(),
+                "tcp-flags {ctx}"
+            );
+            assert_eq!(
+                got.start,
+                want["start_us"].as_u64().unwrap() / 1_000_000,
+                "start {ctx}"
+            );
+            assert_eq!(
+                got.end,
+                want["end_us"].as_u64().unwrap() / 1_000_000,
+                "end {ctx}"
+            );
+            assert_eq!(
+                got.conn_state,
+                t["conn_state"].as_str().unwrap(),
+                "conn-state {ctx}"
+            );
             if tunnelled {
-                assert_eq!(got.direction.as_deref(), want["flow_direction"].as_str(), "flow-direction {ctx}");
+                assert_eq!(
+                    got.direction.as_deref(),
+                    want["flow_direction"].as_str(),
+                    "flow-direction {ctx}"
+                );
             } else {
                 assert_eq!(got.direction, None, "no interface, no direction: {ctx}");
             }
@@ -105,7 +133,12 @@ fn check_against_truth(capture: &Path, recs: &[Value], tunnelled: bool) -> usize
         }
     }
     let records_expected: usize = agg.len();
-    assert_eq!(matched_dirs, records_expected, "{}: records for directions the truth does not have", capture.display());
+    assert_eq!(
+        matched_dirs,
+        records_expected,
+        "{}: records for directions the truth does not have",
+        capture.display()
+    );
     truth.len()
 }
 
@@ -115,7 +148,12 @@ fn without_tunnel_fields(recs: &[Value]) -> Vec<String> {
         .iter()
         .map(|r| {
             let mut r = r.as_object().unwrap().clone();
-            for k in ["vni", "mirror-source", "flow-direction", "truncated-packets"] {
+            for k in [
+                "vni",
+                "mirror-source",
+                "flow-direction",
+                "truncated-packets",
+            ] {
                 r.remove(k);
             }
             serde_json::to_string(&r).unwrap()
@@ -134,8 +172,24 @@ fn generated_captures_match_truth_in_every_variant() {
         let vxlan = dir.join(format!("vxlan-{seed}.pcap"));
         let trunc = dir.join(format!("vxlan128-{seed}.pcap"));
         gen(&plain, &["--flows", "250", "--seed", seed]);
-        gen(&vxlan, &["--flows", "250", "--seed", seed, "--vxlan", "--vni", "4242"]);
-        gen(&trunc, &["--flows", "250", "--seed", seed, "--vxlan", "--vni", "4242", "--truncate", "128"]);
+        gen(
+            &vxlan,
+            &["--flows", "250", "--seed", seed, "--vxlan", "--vni", "4242"],
+        );
+        gen(
+            &trunc,
+            &[
+                "--flows",
+                "250",
+                "--seed",
+                seed,
+                "--vxlan",
+                "--vni",
+                "4242",
+                "--truncate",
+                "128",
+            ],
+        );
         let (c1, r_plain, e1) = replay_json(&[&plain], &["--workers", "2"]);
         let (c2, r_vxlan, e2) = replay_json(&[&vxlan], &["--workers", "2"]);
         let (c3, r_trunc, e3) = replay_json(&[&trunc], &["--workers", "2"]);
@@ -143,13 +197,26 @@ fn generated_captures_match_truth_in_every_variant() {
         let n = check_against_truth(&plain, &r_plain, false);
         check_against_truth(&vxlan, &r_vxlan, true);
         check_against_truth(&trunc, &r_trunc, true);
-        assert!(r_vxlan.iter().all(|r| r["vni"] == 4242 && r["mirror-source"] == "10.0.1.10"));
+        assert!(r_vxlan
+            .iter()
+            .all(|r| r["vni"] == 4242 && r["mirror-source"] == "10.0.1.10"));
         assert!(r_plain.iter().all(|r| r.get("vni").is_none()));
-        let truncated: u64 = r_trunc.iter().map(|r| r["truncated-packets"].as_u64().unwrap()).sum();
+        let truncated: u64 = r_trunc
+            .iter()
+            .map(|r| r["truncated-packets"].as_u64().unwrap())
+            .sum();
         assert!(truncated > 0, "truncation to 128 bytes must be counted");
         assert!(r_vxlan.iter().all(|r| r["truncated-packets"] == 0));
-        assert_eq!(without_tunnel_fields(&r_plain), without_tunnel_fields(&r_vxlan), "seed {seed}");
-        assert_eq!(without_tunnel_fields(&r_plain), without_tunnel_fields(&r_trunc), "seed {seed}");
+        assert_eq!(
+            without_tunnel_fields(&r_plain),
+            without_tunnel_fields(&r_vxlan),
+            "seed {seed}"
+        );
+        assert_eq!(
+            without_tunnel_fields(&r_plain),
+            without_tunnel_fields(&r_trunc),
+            "seed {seed}"
+        );
         // The long SSH session crosses a window: more records than flows.
         assert!(r_plain.len() > 2 * n - n / 2);
         tally.insert(seed, (n, r_plain.len(), truncated));
@@ -193,4 +260,153 @@ fn interval_60_cuts_more_windows() {
         let (s, e) = (r["start"].as_u64().unwrap(), r["end"].as_u64().unwrap());
         assert_eq!(s / 60, e / 60, "a record stays inside its 60 s window: {r}");
     }
+}
+
+#[test]
+fn bundled_samples_match_their_truth_and_regenerate_byte_for_byte() {
+    let pcaps = Path::new(env!("CARGO_MANIFEST_DIR")).join("pcaps");
+    let dir = scratch("bundled");
+    for (name, args, tunnelled) in [
+        (
+            "mirror-plain.pcap",
+            vec!["--flows", "60", "--seed", "11"],
+            false,
+        ),
+        (
+            "mirror-vxlan.pcap",
+            vec!["--flows", "60", "--seed", "11", "--vxlan"],
+            true,
+        ),
+        (
+            "mirror-vxlan-trunc128.pcap",
+            vec![
+                "--flows",
+                "60",
+                "--seed",
+                "11",
+                "--vxlan",
+                "--truncate",
+                "128",
+            ],
+            true,
+        ),
+    ] {
+        let bundled = pcaps.join(name);
+        let (code, recs, err) = replay_json(&[&bundled], &[]);
+        assert_eq!(code, 0, "{err}");
+        let flows = check_against_truth(&bundled, &recs, tunnelled);
+        let again = dir.join(name);
+        gen(&again, &args);
+        assert_eq!(
+            std::fs::read(&bundled).unwrap(),
+            std::fs::read(&again).unwrap(),
+            "gen is deterministic: {name}"
+        );
+        println!("{name}: {flows} truth flows, {} records, exact", recs.len());
+    }
+}
+
+#[test]
+fn damaged_capture_keeps_records_names_offset_and_exits_3() {
+    let dir = scratch("damaged");
+    let cap = dir.join("whole.pcap");
+    gen(&cap, &["--flows", "80", "--seed", "9"]);
+    let bytes = std::fs::read(&cap).unwrap();
+    let cut_at = bytes.len() * 2 / 3;
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &bytes[..cut_at]).unwrap();
+    let (code, recs, err) = replay_json(&[&cut], &[]);
+    assert_eq!(code, 3, "damaged capture exit code: {err}");
+    assert!(
+        err.contains("cut.pcap") && err.contains("byte offset"),
+        "{err}"
+    );
+    // The offset named is the record that was cut: every frame before it was counted.
+    let offset: usize = err
+        .split("byte offset ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        offset < cut_at && offset + 16 > cut_at - 1600,
+        "offset {offset} near the cut {cut_at}"
+    );
+    let (_, whole, _) = replay_json(&[&cap], &[]);
+    let pk = |v: &[Value]| {
+        v.iter()
+            .map(|r| r["packets"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    // Count the frames before the damage independently, from the pcap framing.
+    let mut pos = 24;
+    let mut frames_before = 0u64;
+    while pos + 16 <= cut_at {
+        let incl = u32::from_le_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        if pos + 16 + incl > cut_at {
+            break;
+        }
+        pos += 16 + incl;
+        frames_before += 1;
+    }
+    assert_eq!(offset, pos, "the error names the first damaged record");
+    assert_eq!(
+        pk(&recs),
+        frames_before,
+        "every packet before the damage is in the records"
+    );
+    assert!(pk(&recs) < pk(&whole));
+    // A corrupt length field in the middle: same promise.
+    let mut corrupt = bytes.clone();
+    corrupt[pos + 8..pos + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    let bad = dir.join("corrupt.pcap");
+    std::fs::write(&bad, &corrupt).unwrap();
+    let (code, recs, err) = replay_json(&[&bad, &cap], &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("byte offset {pos}")) && err.contains("incl_len"),
+        "{err}"
+    );
+    assert_eq!(
+        pk(&recs),
+        frames_before + pk(&whole),
+        "the next capture is still processed"
+    );
+}
+
+#[test]
+fn bad_arguments_get_one_line_errors_and_exit_2() {
+    for (args, needle) in [
+        (vec!["replay", "--interval", "300", "x.pcap"], "300"),
+        (vec!["replay", "--workers", "0", "x.pcap"], "--workers"),
+        (
+            vec!["replay", "--format", "${srcaddr} ${nope}", "x.pcap"],
+            "nope",
+        ),
+        (
+            vec![
+                "replay",
+                "--config",
+                "/nonexistent/mirrorflow.toml",
+                "x.pcap",
+            ],
+            "/nonexistent/mirrorflow.toml",
+        ),
+        (
+            vec!["gen", "--out", "/tmp/x.pcap", "--ipv6-share", "2"],
+            "--ipv6-share",
+        ),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let o = run(&["replay", "-q", "/nonexistent/capture.pcap"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/capture.pcap"));
 }

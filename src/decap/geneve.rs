@@ -132,7 +132,10 @@ mod tests {
     fn every_truncated_prefix() {
         for n in 0..16 {
             let e = GeneveView::new_checked(&GWLB_HEADER[..n]).unwrap_err();
-            assert!(matches!(e, GeneveError::Truncated { available, .. } if available == n), "{n}");
+            assert!(
+                matches!(e, GeneveError::Truncated { available, .. } if available == n),
+                "{n}"
+            );
         }
     }
 

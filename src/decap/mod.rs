@@ -64,19 +64,30 @@ pub struct MirrorContext {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecapError {
     /// The link-layer header is cut short.
-    LinkTruncated { link: LinkType, available: usize },
+    LinkTruncated {
+        link: LinkType,
+        available: usize,
+    },
     /// A link type we do not decode.
-    UnsupportedLink { linktype: i32 },
+    UnsupportedLink {
+        linktype: i32,
+    },
     /// Loopback address family we do not know.
-    LoopbackFamily { family: u32 },
+    LoopbackFamily {
+        family: u32,
+    },
     /// Not IPv4/IPv6 (ARP, LLDP, ...): not an error for the capture, but nothing to record.
-    NotIp { ether_type: u16 },
+    NotIp {
+        ether_type: u16,
+    },
     /// The IP header itself is unreadable.
     IpHeader,
     Vxlan(VxlanError),
     Geneve(GeneveError),
     /// GENEVE carrying a protocol other than Ethernet, IPv4 or IPv6.
-    GeneveProtocol { protocol: u16 },
+    GeneveProtocol {
+        protocol: u16,
+    },
     /// More nested tunnels than [`MAX_TUNNEL_DEPTH`].
     TooDeep,
 }
@@ -164,7 +175,9 @@ pub fn decapsulate<'a>(
             };
             packet = match g.protocol() {
                 PROTO_ETHERNET => ethernet(g.payload())?,
-                p @ (0x0800 | 0x86dd) => LaxSlicedPacket::from_ether_type(EtherType(p), g.payload()),
+                p @ (0x0800 | 0x86dd) => {
+                    LaxSlicedPacket::from_ether_type(EtherType(p), g.payload())
+                }
                 protocol => return Err(DecapError::GeneveProtocol { protocol }),
             };
         } else {
@@ -174,7 +187,10 @@ pub fn decapsulate<'a>(
     Err(DecapError::TooDeep)
 }
 
-fn finish<'a>(ctx: MirrorContext, packet: LaxSlicedPacket<'a>) -> Result<Decapsulated<'a>, DecapError> {
+fn finish<'a>(
+    ctx: MirrorContext,
+    packet: LaxSlicedPacket<'a>,
+) -> Result<Decapsulated<'a>, DecapError> {
     match &packet.net {
         Some(LaxNetSlice::Ipv4(_)) | Some(LaxNetSlice::Ipv6(_)) => Ok(Decapsulated { ctx, packet }),
         _ => Err(not_ip(&packet)),
@@ -191,7 +207,8 @@ fn not_ip(packet: &LaxSlicedPacket<'_>) -> DecapError {
             _ => None,
         })
         .unwrap_or(0);
-    if ether_type == 0x0800 || ether_type == 0x86dd || packet.stop_err.is_some() && ether_type == 0 {
+    if ether_type == 0x0800 || ether_type == 0x86dd || packet.stop_err.is_some() && ether_type == 0
+    {
         DecapError::IpHeader
     } else {
         DecapError::NotIp { ether_type }
@@ -227,13 +244,19 @@ fn link_layer(frame: &[u8], link: LinkType) -> Result<LaxSlicedPacket<'_>, Decap
             // 16-byte header; protocol type (an EtherType for IP) at offset 14.
             truncated(16)?;
             let et = u16::from_be_bytes([frame[14], frame[15]]);
-            Ok(LaxSlicedPacket::from_ether_type(EtherType(et), &frame[16..]))
+            Ok(LaxSlicedPacket::from_ether_type(
+                EtherType(et),
+                &frame[16..],
+            ))
         }
         LinkType::LinuxSll2 => {
             // 20-byte header; protocol type first.
             truncated(20)?;
             let et = u16::from_be_bytes([frame[0], frame[1]]);
-            Ok(LaxSlicedPacket::from_ether_type(EtherType(et), &frame[20..]))
+            Ok(LaxSlicedPacket::from_ether_type(
+                EtherType(et),
+                &frame[20..],
+            ))
         }
         LinkType::Null | LinkType::Loop => {
             truncated(4)?;
@@ -269,19 +292,24 @@ mod tests {
     /// Mirroring, eu-central-1): outer 172.31.0.238 -> 172.31.17.188 UDP 65445 -> 4789,
     /// VNI 5569041, inner NTP client packet 172.31.0.238:60631 -> 78.46.93.39:123.
     pub const AWS_MIRROR_FRAME1: [u8; 140] = [
-        0x06, 0xe2, 0x43, 0x9c, 0xff, 0x5e, 0x06, 0x1d, 0x3c, 0x34, 0xd0, 0x77, 0x08, 0x00, 0x45, 0x00,
-        0x00, 0x7e, 0x00, 0x00, 0x00, 0x00, 0xff, 0x11, 0x50, 0x86, 0xac, 0x1f, 0x00, 0xee, 0xac, 0x1f,
-        0x11, 0xbc, 0xff, 0xa5, 0x12, 0xb5, 0x00, 0x6a, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00, 0x54, 0xfa,
-        0x11, 0x00, 0x02, 0x29, 0x23, 0x74, 0xc7, 0x7d, 0x02, 0x85, 0x69, 0xc2, 0xab, 0x02, 0x08, 0x00,
-        0x45, 0x00, 0x00, 0x4c, 0x09, 0x51, 0x40, 0x00, 0xff, 0x11, 0x19, 0xed, 0xac, 0x1f, 0x00, 0xee,
-        0x4e, 0x2e, 0x5d, 0x27, 0xec, 0xd7, 0x00, 0x7b, 0x00, 0x38, 0x00, 0x00, 0x23, 0x00, 0x00, 0x00,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0x06, 0xe2, 0x43, 0x9c, 0xff, 0x5e, 0x06, 0x1d, 0x3c, 0x34, 0xd0, 0x77, 0x08, 0x00, 0x45,
+        0x00, 0x00, 0x7e, 0x00, 0x00, 0x00, 0x00, 0xff, 0x11, 0x50, 0x86, 0xac, 0x1f, 0x00, 0xee,
+        0xac, 0x1f, 0x11, 0xbc, 0xff, 0xa5, 0x12, 0xb5, 0x00, 0x6a, 0x00, 0x00, 0x08, 0x00, 0x00,
+        0x00, 0x54, 0xfa, 0x11, 0x00, 0x02, 0x29, 0x23, 0x74, 0xc7, 0x7d, 0x02, 0x85, 0x69, 0xc2,
+        0xab, 0x02, 0x08, 0x00, 0x45, 0x00, 0x00, 0x4c, 0x09, 0x51, 0x40, 0x00, 0xff, 0x11, 0x19,
+        0xed, 0xac, 0x1f, 0x00, 0xee, 0x4e, 0x2e, 0x5d, 0x27, 0xec, 0xd7, 0x00, 0x7b, 0x00, 0x38,
+        0x00, 0x00, 0x23, 0x00, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ];
 
     #[test]
     fn aws_mirror_frame_decapsulates() {
-        let d = decapsulate(&AWS_MIRROR_FRAME1, LinkType::Ethernet, TunnelPorts::default()).unwrap();
+        let d = decapsulate(
+            &AWS_MIRROR_FRAME1,
+            LinkType::Ethernet,
+            TunnelPorts::default(),
+        )
+        .unwrap();
         assert_eq!(d.ctx.vni, Some(5_569_041));
         assert_eq!(d.ctx.mirror_source, Some("172.31.0.238".parse().unwrap()));
         assert_eq!(d.ctx.tunnel, Tunnel::Vxlan);
@@ -297,19 +325,32 @@ mod tests {
     #[test]
     fn every_truncated_prefix_never_panics_and_fails_cleanly() {
         for n in 0..AWS_MIRROR_FRAME1.len() {
-            let r = decapsulate(&AWS_MIRROR_FRAME1[..n], LinkType::Ethernet, TunnelPorts::default());
+            let r = decapsulate(
+                &AWS_MIRROR_FRAME1[..n],
+                LinkType::Ethernet,
+                TunnelPorts::default(),
+            );
             if n < 14 {
-                assert!(matches!(r, Err(DecapError::LinkTruncated { .. })), "prefix {n}");
+                assert!(
+                    matches!(r, Err(DecapError::LinkTruncated { .. })),
+                    "prefix {n}"
+                );
             } else if n < 50 + 14 {
                 // Outer headers or VXLAN cut: either not decodable or an outer error.
-                assert!(r.is_err() || r.as_ref().map(|d| d.ctx.vni.is_none()).unwrap_or(false), "prefix {n}");
+                assert!(
+                    r.is_err() || r.as_ref().map(|d| d.ctx.vni.is_none()).unwrap_or(false),
+                    "prefix {n}"
+                );
             }
         }
     }
 
     #[test]
     fn other_port_is_plain_udp() {
-        let ports = TunnelPorts { vxlan: 8472, geneve: 6081 };
+        let ports = TunnelPorts {
+            vxlan: 8472,
+            geneve: 6081,
+        };
         let d = decapsulate(&AWS_MIRROR_FRAME1, LinkType::Ethernet, ports).unwrap();
         assert_eq!(d.ctx, MirrorContext::default());
     }
@@ -346,6 +387,10 @@ mod tests {
         f[12] = 0x08;
         f[13] = 0x06;
         let r = decapsulate(&f, LinkType::Ethernet, TunnelPorts::default());
-        assert!(matches!(r, Err(DecapError::NotIp { .. }) | Err(DecapError::IpHeader)), "{:?}", r.err());
+        assert!(
+            matches!(r, Err(DecapError::NotIp { .. }) | Err(DecapError::IpHeader)),
+            "{:?}",
+            r.err()
+        );
     }
 }

@@ -48,7 +48,14 @@ impl FragmentTracker {
         }
     }
 
-    pub fn first(&mut self, ctx: &MirrorContext, v: &PacketView, id: u32, ts_ns: u64, stats: &mut IngestStats) {
+    pub fn first(
+        &mut self,
+        ctx: &MirrorContext,
+        v: &PacketView,
+        id: u32,
+        ts_ns: u64,
+        stats: &mut IngestStats,
+    ) {
         if self.ports.len() >= MAX_TRACKED_DATAGRAMS {
             let before = self.ports.len();
             self.ports.retain(|_, e| e.2 + FRAGMENT_TTL_NS > ts_ns);

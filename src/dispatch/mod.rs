@@ -44,7 +44,10 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(workers: Vec<Sender<Batch>>, sessions: Arc<SessionMap>) -> Dispatcher {
-        let pending = workers.iter().map(|_| Vec::with_capacity(BATCH_SIZE)).collect();
+        let pending = workers
+            .iter()
+            .map(|_| Vec::with_capacity(BATCH_SIZE))
+            .collect();
         Dispatcher {
             workers,
             pending,
@@ -57,7 +60,13 @@ impl Dispatcher {
 
     /// Routes one packet to its worker. Blocks when that worker's queue is full: on
     /// replay nothing may be dropped, the capture simply waits.
-    pub fn push(&mut self, ctx: &MirrorContext, v: &PacketView, ts_ns: u64, stats: &mut IngestStats) {
+    pub fn push(
+        &mut self,
+        ctx: &MirrorContext,
+        v: &PacketView,
+        ts_ns: u64,
+        stats: &mut IngestStats,
+    ) {
         let (mut src_port, mut dst_port) = (v.src_port, v.dst_port);
         match v.fragment {
             Fragment::First { id } if v.ports_known => {

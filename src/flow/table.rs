@@ -109,17 +109,16 @@ impl FlowTable {
     pub fn active_flows(&self) -> usize {
         self.flows.len()
     }
-
 }
 
 fn timeout_ns(timeouts: &[u64; 5], key: &FlowKey, conn: &ConnTracker) -> u64 {
     timeouts[match key.protocol {
-            PROTO_TCP if conn.is_closed() => T_TCP_CLOSED,
-            PROTO_TCP => T_TCP,
-            PROTO_UDP => T_UDP,
-            PROTO_ICMP | PROTO_ICMPV6 => T_ICMP,
-            _ => T_OTHER,
-        }]
+        PROTO_TCP if conn.is_closed() => T_TCP_CLOSED,
+        PROTO_TCP => T_TCP,
+        PROTO_UDP => T_UDP,
+        PROTO_ICMP | PROTO_ICMPV6 => T_ICMP,
+        _ => T_OTHER,
+    }]
 }
 
 impl FlowTable {
@@ -192,8 +191,10 @@ impl FlowTable {
         let interval_ns = self.interval_s * NS;
         let mut due: Vec<(u64, FlowKey, bool)> = Vec::new();
         for (key, f) in &self.flows {
-            let idle = now_ns > f.last_ns + timeout_ns(&self.timeouts, key, &f.conn) + LATE_PACKET_GRACE_NS;
-            let window_over = f.has_traffic() && now_ns >= (f.window * NS) + interval_ns + LATE_PACKET_GRACE_NS;
+            let idle = now_ns
+                > f.last_ns + timeout_ns(&self.timeouts, key, &f.conn) + LATE_PACKET_GRACE_NS;
+            let window_over =
+                f.has_traffic() && now_ns >= (f.window * NS) + interval_ns + LATE_PACKET_GRACE_NS;
             if idle || window_over {
                 due.push((f.first_seq, *key, idle));
             }
@@ -307,8 +308,24 @@ mod tests {
         assert!(out.is_empty());
         t.flush(&mut out);
         assert_eq!(out.len(), 2);
-        assert_eq!((out[0].srcport, out[0].packets, out[0].bytes, out[0].tcp_flags), (40000, 4, 216, 3));
-        assert_eq!((out[1].srcport, out[1].packets, out[1].bytes, out[1].tcp_flags), (443, 2, 112, 19));
+        assert_eq!(
+            (
+                out[0].srcport,
+                out[0].packets,
+                out[0].bytes,
+                out[0].tcp_flags
+            ),
+            (40000, 4, 216, 3)
+        );
+        assert_eq!(
+            (
+                out[1].srcport,
+                out[1].packets,
+                out[1].bytes,
+                out[1].tcp_flags
+            ),
+            (443, 2, 112, 19)
+        );
         assert_eq!(out[0].conn_state, "SF");
         assert_eq!((out[0].start, out[0].end), (1_704_067_201, 1_704_067_202));
     }
@@ -321,7 +338,11 @@ mod tests {
         t.process(&pkt(0, base + 590.0, true, 0x02, 60), &mut out);
         t.process(&pkt(1, base + 590.5, false, 0x12, 60), &mut out);
         t.process(&pkt(2, base + 610.0, true, 0x10, 52), &mut out);
-        assert_eq!(out.len(), 2, "the first window closed when a later packet came");
+        assert_eq!(
+            out.len(),
+            2,
+            "the first window closed when a later packet came"
+        );
         assert_eq!(out[0].conn_state, "S1");
         t.flush(&mut out);
         assert_eq!(out.len(), 3);
@@ -332,7 +353,10 @@ mod tests {
     fn idle_timeout_splits_and_sweep_agrees() {
         let base = 1_704_067_200.0;
         // Same packets; once processed straight, once with a late unrelated sweep.
-        let pkts = [pkt(0, base + 1.0, true, 0x02, 60), pkt(1, base + 400.0, true, 0x02, 60)];
+        let pkts = [
+            pkt(0, base + 1.0, true, 0x02, 60),
+            pkt(1, base + 400.0, true, 0x02, 60),
+        ];
         let mut a = table();
         let mut out_a = Vec::new();
         for p in &pkts {

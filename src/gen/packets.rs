@@ -73,8 +73,10 @@ impl<W: Write> PcapWriter<W> {
     }
 
     pub fn write(&mut self, ts_us: u64, data: &[u8], orig_len: usize) -> io::Result<()> {
-        self.out.write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
-        self.out.write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
+        self.out
+            .write_all(&((ts_us / 1_000_000) as u32).to_le_bytes())?;
+        self.out
+            .write_all(&((ts_us % 1_000_000) as u32).to_le_bytes())?;
         self.out.write_all(&(data.len() as u32).to_le_bytes())?;
         self.out.write_all(&(orig_len as u32).to_le_bytes())?;
         self.out.write_all(data)

@@ -14,9 +14,13 @@ use crate::record::aws_tcp_flags;
 const ENI_MAC: [u8; 6] = [0x02, 0x00, 0x0a, 0x00, 0x01, 0x0a];
 const VPC_ROUTER_MAC: [u8; 6] = [0x02, 0x00, 0x0a, 0x00, 0x00, 0x01];
 const ENI_V4: [u8; 4] = [10, 0, 1, 10];
-const ENI_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+const ENI_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
 const RESOLVER_V4: [u8; 4] = [10, 0, 0, 2];
-const RESOLVER_V6: [u8; 16] = [0xfd, 0, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x53];
+const RESOLVER_V6: [u8; 16] = [
+    0xfd, 0, 0x0e, 0xc2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02, 0x53,
+];
 /// TCP maximum segment size used for bulk data (Ethernet MTU minus headers, timestamps).
 const MSS: usize = 1448;
 /// Seconds over which session starts are spread: two default aggregation windows.
@@ -117,9 +121,21 @@ const SITES: &[&str] = &[
     "shop.example.com",
 ];
 const ALPNS: &[&str] = &["h2", "http/1.1"];
-const USER_AGENTS: &[&str] = &["curl/8.5.0", "Mozilla/5.0 (X11; Linux x86_64)", "aws-sdk-go/1.50.0", "python-requests/2.31.0"];
-const SSH_CLIENTS: &[&str] = &["SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13", "SSH-2.0-PuTTY_Release_0.80", "SSH-2.0-Go"];
-const SSH_SERVERS: &[&str] = &["SSH-2.0-OpenSSH_8.7", "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13"];
+const USER_AGENTS: &[&str] = &[
+    "curl/8.5.0",
+    "Mozilla/5.0 (X11; Linux x86_64)",
+    "aws-sdk-go/1.50.0",
+    "python-requests/2.31.0",
+];
+const SSH_CLIENTS: &[&str] = &[
+    "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13",
+    "SSH-2.0-PuTTY_Release_0.80",
+    "SSH-2.0-Go",
+];
+const SSH_SERVERS: &[&str] = &[
+    "SSH-2.0-OpenSSH_8.7",
+    "SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13",
+];
 
 #[derive(Clone, Copy)]
 struct Endpoints {
@@ -144,8 +160,22 @@ struct FlowBuilder<'a> {
 }
 
 impl<'a> FlowBuilder<'a> {
-    fn new(kind: &'static str, ep: Endpoints, protocol: u8, start_us: u64, out: &'a mut Vec<GenPacket>, order: &'a mut u64, rng: &mut Rng) -> Self {
-        let dir = |client_side: bool| if client_side == ep.eni_is_client { "egress" } else { "ingress" };
+    fn new(
+        kind: &'static str,
+        ep: Endpoints,
+        protocol: u8,
+        start_us: u64,
+        out: &'a mut Vec<GenPacket>,
+        order: &'a mut u64,
+        rng: &mut Rng,
+    ) -> Self {
+        let dir = |client_side: bool| {
+            if client_side == ep.eni_is_client {
+                "egress"
+            } else {
+                "ingress"
+            }
+        };
         FlowBuilder {
             ep,
             truth: FlowTruth {
@@ -158,8 +188,14 @@ impl<'a> FlowBuilder<'a> {
                 dstport: ep.sport,
                 packets: 0,
                 bytes: 0,
-                fwd: SideTruth { flow_direction: dir(true), ..Default::default() },
-                rev: SideTruth { flow_direction: dir(false), ..Default::default() },
+                fwd: SideTruth {
+                    flow_direction: dir(true),
+                    ..Default::default()
+                },
+                rev: SideTruth {
+                    flow_direction: dir(false),
+                    ..Default::default()
+                },
                 conn_state: "S0",
                 sni: None,
                 alpn: None,
@@ -185,7 +221,11 @@ impl<'a> FlowBuilder<'a> {
 
     fn emit(&mut self, from_client: bool, frame: Vec<u8>, tcp_flags: u8) {
         let ip_len = (frame.len() - 14) as u64;
-        let side = if from_client { &mut self.truth.fwd } else { &mut self.truth.rev };
+        let side = if from_client {
+            &mut self.truth.fwd
+        } else {
+            &mut self.truth.rev
+        };
         if side.packets == 0 {
             side.start_us = self.t_us;
         }
@@ -195,14 +235,27 @@ impl<'a> FlowBuilder<'a> {
         side.end_us = self.t_us;
         self.truth.packets += 1;
         self.truth.bytes += ip_len;
-        self.out.push(GenPacket { ts_us: self.t_us, order: *self.order, frame, flow_hash: self.hash });
+        self.out.push(GenPacket {
+            ts_us: self.t_us,
+            order: *self.order,
+            frame,
+            flow_hash: self.hash,
+        });
         *self.order += 1;
     }
 
     fn builder(&self, from_client: bool) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
         let egress = from_client == self.ep.eni_is_client;
-        let (smac, dmac) = if egress { (ENI_MAC, VPC_ROUTER_MAC) } else { (VPC_ROUTER_MAC, ENI_MAC) };
-        let (src, dst) = if from_client { (self.ep.client, self.ep.server) } else { (self.ep.server, self.ep.client) };
+        let (smac, dmac) = if egress {
+            (ENI_MAC, VPC_ROUTER_MAC)
+        } else {
+            (VPC_ROUTER_MAC, ENI_MAC)
+        };
+        let (src, dst) = if from_client {
+            (self.ep.client, self.ep.server)
+        } else {
+            (self.ep.server, self.ep.client)
+        };
         let eth = PacketBuilder::ethernet2(smac, dmac);
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), 64),
@@ -213,8 +266,16 @@ impl<'a> FlowBuilder<'a> {
 
     /// One TCP segment. `flags` is the raw flags byte; SYN and FIN consume a sequence number.
     fn tcp(&mut self, from_client: bool, flags: u8, payload: &[u8]) {
-        let (sp, dp) = if from_client { (self.ep.cport, self.ep.sport) } else { (self.ep.sport, self.ep.cport) };
-        let (seq, ack) = if from_client { (self.cseq, self.sseq) } else { (self.sseq, self.cseq) };
+        let (sp, dp) = if from_client {
+            (self.ep.cport, self.ep.sport)
+        } else {
+            (self.ep.sport, self.ep.cport)
+        };
+        let (seq, ack) = if from_client {
+            (self.cseq, self.sseq)
+        } else {
+            (self.sseq, self.cseq)
+        };
         let mut b = self.builder(from_client).tcp(sp, dp, seq, 64240);
         if flags & 0x02 != 0 {
             b = b.syn();
@@ -232,7 +293,8 @@ impl<'a> FlowBuilder<'a> {
             b = b.ack(ack);
         }
         let mut frame = Vec::with_capacity(b.size(payload.len()));
-        b.write(&mut frame, payload).expect("writing to a Vec cannot fail");
+        b.write(&mut frame, payload)
+            .expect("writing to a Vec cannot fail");
         let adv = payload.len() as u32 + u32::from(flags & 0x03 != 0);
         if from_client {
             self.cseq = self.cseq.wrapping_add(adv);
@@ -243,10 +305,15 @@ impl<'a> FlowBuilder<'a> {
     }
 
     fn udp(&mut self, from_client: bool, payload: &[u8]) {
-        let (sp, dp) = if from_client { (self.ep.cport, self.ep.sport) } else { (self.ep.sport, self.ep.cport) };
+        let (sp, dp) = if from_client {
+            (self.ep.cport, self.ep.sport)
+        } else {
+            (self.ep.sport, self.ep.cport)
+        };
         let b = self.builder(from_client).udp(sp, dp);
         let mut frame = Vec::with_capacity(b.size(payload.len()));
-        b.write(&mut frame, payload).expect("writing to a Vec cannot fail");
+        b.write(&mut frame, payload)
+            .expect("writing to a Vec cannot fail");
         self.emit(from_client, frame, 0);
     }
 
@@ -316,7 +383,8 @@ pub fn generate(opts: &GenOptions) -> Traffic {
     let mut used_ports = std::collections::HashSet::new();
     let mut icmp_peers = 0u32;
     for i in 0..n {
-        let start_us = GEN_EPOCH_S * 1_000_000 + 500_000 + i as u64 * step_us + rng.below(step_us / 2 + 1);
+        let start_us =
+            GEN_EPOCH_S * 1_000_000 + 500_000 + i as u64 * step_us + rng.below(step_us / 2 + 1);
         let v6 = rng.chance(opts.ipv6_share);
         let peer = |rng: &mut Rng| -> IpAddr {
             if v6 {
@@ -331,8 +399,16 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 IpAddr::from([203, 0, 113, rng.range(1, 254) as u8])
             }
         };
-        let eni: IpAddr = if v6 { IpAddr::from(ENI_V6) } else { IpAddr::from(ENI_V4) };
-        let resolver: IpAddr = if v6 { IpAddr::from(RESOLVER_V6) } else { IpAddr::from(RESOLVER_V4) };
+        let eni: IpAddr = if v6 {
+            IpAddr::from(ENI_V6)
+        } else {
+            IpAddr::from(ENI_V4)
+        };
+        let resolver: IpAddr = if v6 {
+            IpAddr::from(RESOLVER_V6)
+        } else {
+            IpAddr::from(RESOLVER_V4)
+        };
         // Ephemeral ports unique per run so every flow has its own five-tuple.
         let mut eph = |rng: &mut Rng| loop {
             let p = rng.range(32768, 60999) as u16;
@@ -368,8 +444,15 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                     "syn-unanswered" => *rng.pick(&[443u16, 8443, 25, 3389]),
                     _ => *rng.pick(&[5432u16, 3306, 6379, 9092, 27017]),
                 };
-                let ep = Endpoints { client: eni, server: peer(&mut rng), cport: eph(&mut rng), sport, eni_is_client: true };
-                let mut f = FlowBuilder::new(kind, ep, 6, start_us, &mut packets, &mut order, &mut rng);
+                let ep = Endpoints {
+                    client: eni,
+                    server: peer(&mut rng),
+                    cport: eph(&mut rng),
+                    sport,
+                    eni_is_client: true,
+                };
+                let mut f =
+                    FlowBuilder::new(kind, ep, 6, start_us, &mut packets, &mut order, &mut rng);
                 match kind {
                     "syn-unanswered" => {
                         f.tcp(true, 0x02, &[]);
@@ -436,21 +519,43 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 flows.push(f.finish());
             }
             "http-inbound" => {
-                let ep = Endpoints { client: peer(&mut rng), server: eni, cport: eph(&mut rng), sport: 8080, eni_is_client: false };
-                let mut f = FlowBuilder::new(kind, ep, 6, start_us, &mut packets, &mut order, &mut rng);
+                let ep = Endpoints {
+                    client: peer(&mut rng),
+                    server: eni,
+                    cport: eph(&mut rng),
+                    sport: 8080,
+                    eni_is_client: false,
+                };
+                let mut f =
+                    FlowBuilder::new(kind, ep, 6, start_us, &mut packets, &mut order, &mut rng);
                 f.handshake(rtt);
                 let req = "GET /health HTTP/1.1\r\nHost: app.internal.example\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n";
                 f.send(true, req.as_bytes(), rtt);
-                f.send(false, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", rtt);
+                f.send(
+                    false,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                    rtt,
+                );
                 f.close(&mut rng, rtt);
                 f.truth.http_host = Some("app.internal.example".into());
                 f.truth.http_user_agent = Some("ELB-HealthChecker/2.0".into());
                 flows.push(f.finish());
             }
             "dns" | "ntp" => {
-                let (server, sport) = if kind == "dns" { (resolver, 53) } else { (peer(&mut rng), 123) };
-                let ep = Endpoints { client: eni, server, cport: eph(&mut rng), sport, eni_is_client: true };
-                let mut f = FlowBuilder::new(kind, ep, 17, start_us, &mut packets, &mut order, &mut rng);
+                let (server, sport) = if kind == "dns" {
+                    (resolver, 53)
+                } else {
+                    (peer(&mut rng), 123)
+                };
+                let ep = Endpoints {
+                    client: eni,
+                    server,
+                    cport: eph(&mut rng),
+                    sport,
+                    eni_is_client: true,
+                };
+                let mut f =
+                    FlowBuilder::new(kind, ep, 17, start_us, &mut packets, &mut order, &mut rng);
                 if kind == "dns" {
                     let name = rng.pick(SITES).to_string();
                     let qtype = if v6 { 28 } else { 1 };
@@ -477,15 +582,31 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 icmp_peers += 1;
                 let c = icmp_peers;
                 let server = if v6 {
-                    let mut a = [0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0xee, 0, 0, 0, 0, 0, 0, 0, 0];
+                    let mut a = [
+                        0x20, 0x01, 0x0d, 0xb8, 0, 0xff, 0, 0xee, 0, 0, 0, 0, 0, 0, 0, 0,
+                    ];
                     a[12..16].copy_from_slice(&c.to_be_bytes());
                     IpAddr::from(a)
                 } else {
                     IpAddr::from([198, 18 + ((c >> 16) & 1) as u8, (c >> 8) as u8, c as u8])
                 };
-                let ep = Endpoints { client: eni, server, cport: 0, sport: 0, eni_is_client: true };
+                let ep = Endpoints {
+                    client: eni,
+                    server,
+                    cport: 0,
+                    sport: 0,
+                    eni_is_client: true,
+                };
                 let proto = if v6 { 58 } else { 1 };
-                let mut f = FlowBuilder::new(kind, ep, proto, start_us, &mut packets, &mut order, &mut rng);
+                let mut f = FlowBuilder::new(
+                    kind,
+                    ep,
+                    proto,
+                    start_us,
+                    &mut packets,
+                    &mut order,
+                    &mut rng,
+                );
                 let id = rng.next() as u16;
                 for seq in 1..=rng.range(1, 4) as u16 {
                     f.icmp_echo(true, id, seq);
@@ -503,8 +624,22 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 let sport = eph(&mut rng);
                 let first = rng.range(1, 1000) as u16;
                 for k in 0..24u16 {
-                    let ep = Endpoints { client: scanner, server: eni, cport: sport, sport: first + k, eni_is_client: false };
-                    let mut f = FlowBuilder::new("portscan", ep, 6, start_us + u64::from(k) * 3_000, &mut packets, &mut order, &mut rng);
+                    let ep = Endpoints {
+                        client: scanner,
+                        server: eni,
+                        cport: sport,
+                        sport: first + k,
+                        eni_is_client: false,
+                    };
+                    let mut f = FlowBuilder::new(
+                        "portscan",
+                        ep,
+                        6,
+                        start_us + u64::from(k) * 3_000,
+                        &mut packets,
+                        &mut order,
+                        &mut rng,
+                    );
                     f.tcp(true, 0x02, &[]);
                     if k % 3 != 0 {
                         f.wait(300);
@@ -593,7 +728,11 @@ fn server_flight(rng: &mut Rng) -> Vec<u8> {
 fn dns_message(id: u16, name: &str, qtype: u16, answer: Option<&mut Rng>) -> Vec<u8> {
     let mut m = Vec::new();
     m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(if answer.is_some() { &[0x81, 0x80] } else { &[0x01, 0x00] });
+    m.extend_from_slice(if answer.is_some() {
+        &[0x81, 0x80]
+    } else {
+        &[0x01, 0x00]
+    });
     m.extend_from_slice(&[0, 1, 0, u8::from(answer.is_some()), 0, 0, 0, 0]);
     for label in name.split('.') {
         m.push(label.len() as u8);

@@ -323,7 +323,8 @@ impl<'a> FrameIter<'a> {
             };
             let is_shb = rest.len() >= 4 && rest[..4] == SHB_MAGIC.to_le_bytes();
             let parsed = if is_shb {
-                pcap_parser::parse_sectionheaderblock(rest).map(|(r, b)| (r, Block::SectionHeader(b)))
+                pcap_parser::parse_sectionheaderblock(rest)
+                    .map(|(r, b)| (r, Block::SectionHeader(b)))
             } else if *big_endian {
                 pcap_parser::parse_block_be(rest)
             } else {
@@ -357,7 +358,8 @@ impl<'a> FrameIter<'a> {
                     Some(iface) => {
                         let units = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
                         let ns = (u128::from(units) * 1_000_000_000
-                            / u128::from(iface.units_per_sec)) as i128
+                            / u128::from(iface.units_per_sec))
+                            as i128
                             + i128::from(iface.offset_secs) * 1_000_000_000;
                         Ok(Frame {
                             ts_ns: ns.clamp(0, i128::from(u64::MAX)) as u64,
@@ -452,7 +454,9 @@ mod tests {
         v
     }
 
-    fn frames_of(data: Vec<u8>) -> Vec<Result<(u64, Vec<u8>, u32), CaptureError>> {
+    type FrameFacts = (u64, Vec<u8>, u32);
+
+    fn frames_of(data: Vec<u8>) -> Vec<Result<FrameFacts, CaptureError>> {
         let cf = CaptureFile::from_bytes(Path::new("t.pcap"), Bytes::from(data));
         match cf.frames() {
             Ok(it) => it

@@ -93,8 +93,20 @@ mod tests {
 
     #[test]
     fn both_directions_share_key_and_hash() {
-        let (a, sa) = FlowKey::new(Some(7), None, ep("10.0.1.10", 40000), ep("198.51.100.7", 443), 6);
-        let (b, sb) = FlowKey::new(Some(7), None, ep("198.51.100.7", 443), ep("10.0.1.10", 40000), 6);
+        let (a, sa) = FlowKey::new(
+            Some(7),
+            None,
+            ep("10.0.1.10", 40000),
+            ep("198.51.100.7", 443),
+            6,
+        );
+        let (b, sb) = FlowKey::new(
+            Some(7),
+            None,
+            ep("198.51.100.7", 443),
+            ep("10.0.1.10", 40000),
+            6,
+        );
         assert_eq!(a, b);
         assert_eq!(a.symmetric_hash(), b.symmetric_hash());
         assert_eq!(sa.other(), sb);

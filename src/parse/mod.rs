@@ -230,7 +230,10 @@ mod tests {
         let f = syn_frame();
         let v = view_of(&f).unwrap();
         assert_eq!(v.src, "10.0.1.10".parse::<IpAddr>().unwrap());
-        assert_eq!((v.src_port, v.dst_port, v.protocol), (40000, 443, PROTO_TCP));
+        assert_eq!(
+            (v.src_port, v.dst_port, v.protocol),
+            (40000, 443, PROTO_TCP)
+        );
         assert_eq!(v.ip_len, 44);
         assert_eq!(v.tcp_flags, 0x02);
         assert!(!v.truncated);
@@ -278,7 +281,11 @@ mod tests {
     #[test]
     fn icmp_has_zero_ports() {
         let b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe; 16], 64)
+            .ipv6(
+                [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                [0xfe; 16],
+                64,
+            )
             .icmpv6_echo_request(7, 1);
         let mut f = Vec::new();
         b.write(&mut f, &[0; 16]).unwrap();

@@ -126,7 +126,10 @@ impl FormatField {
         UNKNOWABLE_AWS_FIELDS
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(name, version)| FormatField::Unknowable { name, version: *version })
+            .map(|(name, version)| FormatField::Unknowable {
+                name,
+                version: *version,
+            })
     }
 
     pub fn name(&self) -> &'static str {

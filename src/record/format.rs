@@ -31,7 +31,10 @@ impl RecordFormat {
     pub fn default_text() -> RecordFormat {
         RecordFormat::from_fields(
             OutputKind::Text,
-            DEFAULT_FORMAT.iter().map(|f| FormatField::Known(*f)).collect(),
+            DEFAULT_FORMAT
+                .iter()
+                .map(|f| FormatField::Known(*f))
+                .collect(),
         )
     }
 
@@ -58,7 +61,11 @@ impl RecordFormat {
             let field = FormatField::lookup(inner).ok_or_else(|| {
                 format!(
                     "unknown field '{inner}' in format (known: {})",
-                    Field::ALL.iter().map(|f| f.name()).collect::<Vec<_>>().join(", ")
+                    Field::ALL
+                        .iter()
+                        .map(|f| f.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })?;
             fields.push(field);
@@ -92,7 +99,11 @@ impl RecordFormat {
 
     /// The header line AWS writes at the top of S3 text files: the field names.
     pub fn header_line(&self) -> String {
-        self.fields.iter().map(|f| f.name()).collect::<Vec<_>>().join(" ")
+        self.fields
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Appends one encoded record and a newline to `out`.
@@ -116,8 +127,12 @@ impl RecordFormat {
                 out.push('{');
                 let mut first = true;
                 for f in &self.fields {
-                    let FormatField::Known(field) = f else { continue };
-                    let Some(v) = self.value(r, *field) else { continue };
+                    let FormatField::Known(field) = f else {
+                        continue;
+                    };
+                    let Some(v) = self.value(r, *field) else {
+                        continue;
+                    };
                     if !first {
                         out.push(',');
                     }
@@ -207,7 +222,9 @@ impl Value<'_> {
             Value::Num(n) => {
                 let _ = write!(out, "{n}");
             }
-            Value::Str(s) => out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())),
+            Value::Str(s) => {
+                out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()))
+            }
             Value::Ip(ip) => {
                 let _ = write!(out, "\"{ip}\"");
             }

@@ -227,14 +227,21 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     })
 }
 
-fn run_worker(mut table: FlowTable, rx: Receiver<Batch>, out: Sender<Vec<FlowRecord>>) -> FlowTableStats {
+fn run_worker(
+    mut table: FlowTable,
+    rx: Receiver<Batch>,
+    out: Sender<Vec<FlowRecord>>,
+) -> FlowTableStats {
     let mut records = Vec::with_capacity(RECORD_BATCH);
     for batch in rx {
         for p in &batch {
             table.process(p, &mut records);
         }
         if records.len() >= RECORD_BATCH {
-            let _ = out.send(std::mem::replace(&mut records, Vec::with_capacity(RECORD_BATCH)));
+            let _ = out.send(std::mem::replace(
+                &mut records,
+                Vec::with_capacity(RECORD_BATCH),
+            ));
         }
     }
     table.flush(&mut records);

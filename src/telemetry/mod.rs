@@ -71,8 +71,16 @@ impl RunSummary {
         let mut s = String::new();
         let _ = writeln!(s, "mirrorflow replay summary");
         let _ = writeln!(s, "  captures          {:>14}", i.captures);
-        let _ = writeln!(s, "  frames            {:>14}   ({} bytes captured)", i.frames, i.frame_bytes);
-        let _ = writeln!(s, "  packets           {:>14}   ({} tunnelled)", i.packets, i.tunnelled);
+        let _ = writeln!(
+            s,
+            "  frames            {:>14}   ({} bytes captured)",
+            i.frames, i.frame_bytes
+        );
+        let _ = writeln!(
+            s,
+            "  packets           {:>14}   ({} tunnelled)",
+            i.packets, i.tunnelled
+        );
         let _ = writeln!(s, "  bytes (IP)        {:>14}", self.flows.bytes);
         let _ = writeln!(s, "  flows             {:>14}", self.flows.flows_created);
         let _ = writeln!(s, "  records           {:>14}", self.records_written);
@@ -88,7 +96,11 @@ impl RunSummary {
         let _ = writeln!(s, "  damaged captures  {:>14}", i.damaged_captures);
         let _ = writeln!(s, "  workers           {:>14}", self.workers);
         let _ = writeln!(s, "  time              {:>13.3}s", secs);
-        let _ = writeln!(s, "  rate              {:>13.3} Mpps", i.frames as f64 / secs / 1e6);
+        let _ = writeln!(
+            s,
+            "  rate              {:>13.3} Mpps",
+            i.frames as f64 / secs / 1e6
+        );
         s
     }
 }

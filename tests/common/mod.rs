@@ -18,28 +18,47 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 pub fn run(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).output().expect("run mirrorflow")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run mirrorflow")
 }
 
 pub fn gen(out: &Path, extra: &[&str]) {
     let mut args = vec!["gen", "--out", out.to_str().unwrap()];
     args.extend_from_slice(extra);
     let o = run(&args);
-    assert!(o.status.success(), "gen failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gen failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// Replays `captures` as JSON lines; returns (exit code, records, stderr).
 pub fn replay_json(captures: &[&Path], extra: &[&str]) -> (i32, Vec<serde_json::Value>, String) {
-    let mut args: Vec<String> = vec!["replay".into(), "--output".into(), "json".into(), "--quiet".into()];
+    let mut args: Vec<String> = vec![
+        "replay".into(),
+        "--output".into(),
+        "json".into(),
+        "--quiet".into(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     args.extend(captures.iter().map(|p| p.to_str().unwrap().to_string()));
-    let o = Command::new(bin()).args(&args).output().expect("run mirrorflow");
+    let o = Command::new(bin())
+        .args(&args)
+        .output()
+        .expect("run mirrorflow");
     let stdout = String::from_utf8(o.stdout).expect("records are UTF-8");
     let recs = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect();
-    (o.status.code().unwrap_or(-1), recs, String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code().unwrap_or(-1),
+        recs,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 /// `../shared` beside the repository, if present.
