@@ -14,7 +14,7 @@ use mirrorflow::config::{Config, SessionMap};
 use mirrorflow::decap::TunnelPorts;
 use mirrorflow::gen::{self, GenOptions};
 use mirrorflow::record::{OutputKind, RecordFormat};
-use mirrorflow::runtime::{replay, ReplayOptions};
+use mirrorflow::runtime::{replay, stop_on_signals, ReplayOptions};
 use mirrorflow::sink::Destination;
 
 pub const EXIT_OK: i32 = 0;
@@ -105,6 +105,15 @@ enum Command {
 }
 
 pub fn run() -> i32 {
+    // Before anything else, so no signal can kill a run between opening its output and
+    // being able to flush it.
+    let stop = match stop_on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("mirrorflow: cannot install signal handlers: {e}");
+            return EXIT_FAILED;
+        }
+    };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -191,6 +200,7 @@ pub fn run() -> i32 {
                 format,
                 destination: out.map(Destination::File).unwrap_or(Destination::Stdout),
                 progress: !quiet,
+                stop,
             };
             match replay(opts) {
                 Ok(outcome) => {

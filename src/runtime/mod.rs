@@ -4,4 +4,4 @@
 
 pub mod replay;
 
-pub use replay::{replay, ReplayError, ReplayOptions, ReplayOutcome};
+pub use replay::{replay, stop_on_signals, ReplayError, ReplayOptions, ReplayOutcome};

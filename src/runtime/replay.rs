@@ -42,6 +42,18 @@ pub struct ReplayOptions {
     pub format: RecordFormat,
     pub destination: Destination,
     pub progress: bool,
+    /// Set (by a SIGINT/SIGTERM handler) to stop reading; what was read is still written.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Installs SIGINT and SIGTERM handlers that set the returned flag instead of killing
+/// the process, so a run can drain its flow tables and flush. Call it first thing.
+pub fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok(stop)
 }
 
 /// What a run produced: the summary and any damaged captures.
@@ -74,10 +86,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
             Destination::Stdout => format!("stdout: {e}"),
         })
     })?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register(sig, stop.clone());
-    }
+    let stop = opts.stop.clone();
 
     let (rec_tx, rec_rx) = bounded::<Vec<FlowRecord>>(workers * 4);
     let writer_thread = thread::Builder::new()
