@@ -61,6 +61,17 @@ fn conn_key(proto: u64, a: &str, ap: u64, b: &str, bp: u64) -> ConnKey {
     }
 }
 
+/// The direction-free key of one of our JSON records.
+fn record_key(r: &Value) -> ConnKey {
+    conn_key(
+        r["protocol"].as_u64().unwrap(),
+        r["srcaddr"].as_str().unwrap(),
+        r["srcport"].as_u64().unwrap(),
+        r["dstaddr"].as_str().unwrap(),
+        r["dstport"].as_u64().unwrap(),
+    )
+}
+
 fn proto_num(p: &str) -> Option<u64> {
     match p {
         "tcp" => Some(6),
@@ -113,13 +124,7 @@ fn corpus_replays_without_panic_and_agrees_with_peers() {
         let mut ours: HashMap<ConnKey, (u64, u64)> = HashMap::new();
         let mut vnis = BTreeSet::new();
         for r in &recs {
-            let k = conn_key(
-                r["protocol"].as_u64().unwrap(),
-                r["srcaddr"].as_str().unwrap(),
-                r["srcport"].as_u64().unwrap(),
-                r["dstaddr"].as_str().unwrap(),
-                r["dstport"].as_u64().unwrap(),
-            );
+            let k = record_key(r);
             let e = ours.entry(k).or_default();
             e.0 += r["packets"].as_u64().unwrap();
             e.1 += r["bytes"].as_u64().unwrap();
@@ -230,13 +235,7 @@ fn corpus_replays_without_panic_and_agrees_with_peers() {
         if rel.contains("vxlan") && rel.contains("overlap") || rel.contains("connkey") {
             let mut per_tuple: HashMap<ConnKey, BTreeSet<u64>> = HashMap::new();
             for r in &recs {
-                let k = conn_key(
-                    r["protocol"].as_u64().unwrap(),
-                    r["srcaddr"].as_str().unwrap(),
-                    r["srcport"].as_u64().unwrap(),
-                    r["dstaddr"].as_str().unwrap(),
-                    r["dstport"].as_u64().unwrap(),
-                );
+                let k = record_key(r);
                 per_tuple
                     .entry(k)
                     .or_default()
