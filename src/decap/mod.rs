@@ -145,46 +145,86 @@ pub fn decapsulate<'a>(
     link: LinkType,
     ports: TunnelPorts,
 ) -> Result<Decapsulated<'a>, DecapError> {
-    let mut packet = link_layer(frame, link)?;
-    let mut ctx = MirrorContext::default();
-    for _ in 0..=MAX_TUNNEL_DEPTH {
+    let packet = link_layer(frame, link)?;
+    peel_tunnels(MirrorContext::default(), packet, ports, MAX_TUNNEL_DEPTH + 1)
+}
+
+/// Decapsulates a UDP datagram's payload as received on a tunnel socket (`serve`): the
+/// kernel has already stripped Ethernet/IP/UDP, so we start at the VXLAN or GENEVE
+/// header, knowing the port it arrived on and the sender's address.
+pub fn decapsulate_datagram(
+    payload: &[u8],
+    dport: u16,
+    outer_src: IpAddr,
+    ports: TunnelPorts,
+) -> Result<Decapsulated<'_>, DecapError> {
+    let (ctx, packet) = peel_one(payload, dport, outer_src, ports)?
+        .ok_or(DecapError::UnsupportedLink { linktype: -1 })?;
+    peel_tunnels(ctx, packet, ports, MAX_TUNNEL_DEPTH)
+}
+
+/// Peels tunnels while the packet is UDP to a tunnel port, at most `depth` of them.
+fn peel_tunnels<'a>(
+    mut ctx: MirrorContext,
+    mut packet: LaxSlicedPacket<'a>,
+    ports: TunnelPorts,
+    depth: usize,
+) -> Result<Decapsulated<'a>, DecapError> {
+    for _ in 0..depth {
         let Some(TransportSlice::Udp(udp)) = &packet.transport else {
             return finish(ctx, packet);
         };
-        let dport = udp.destination_port();
         let outer_src = match &packet.net {
             Some(LaxNetSlice::Ipv4(v4)) => IpAddr::V4(v4.header().source_addr()),
             Some(LaxNetSlice::Ipv6(v6)) => IpAddr::V6(v6.header().source_addr()),
             _ => return finish(ctx, packet),
         };
-        let payload = udp.payload();
-        if dport == ports.vxlan {
-            let v = VxlanView::new_checked(payload).map_err(DecapError::Vxlan)?;
-            ctx = MirrorContext {
-                vni: Some(v.vni()),
-                mirror_source: Some(outer_src),
-                tunnel: Tunnel::Vxlan,
-            };
-            packet = ethernet(v.payload())?;
-        } else if dport == ports.geneve {
-            let g = GeneveView::new_checked(payload).map_err(DecapError::Geneve)?;
-            ctx = MirrorContext {
-                vni: Some(g.vni()),
-                mirror_source: Some(outer_src),
-                tunnel: Tunnel::Geneve,
-            };
-            packet = match g.protocol() {
-                PROTO_ETHERNET => ethernet(g.payload())?,
-                p @ (0x0800 | 0x86dd) => {
-                    LaxSlicedPacket::from_ether_type(EtherType(p), g.payload())
-                }
-                protocol => return Err(DecapError::GeneveProtocol { protocol }),
-            };
-        } else {
-            return finish(ctx, packet);
+        match peel_one(udp.payload(), udp.destination_port(), outer_src, ports)? {
+            Some((c, p)) => (ctx, packet) = (c, p),
+            None => return finish(ctx, packet),
         }
     }
-    Err(DecapError::TooDeep)
+    match &packet.transport {
+        Some(TransportSlice::Udp(u))
+            if u.destination_port() == ports.vxlan || u.destination_port() == ports.geneve =>
+        {
+            Err(DecapError::TooDeep)
+        }
+        _ => finish(ctx, packet),
+    }
+}
+
+/// One tunnel header: `None` when `dport` is not a tunnel port.
+fn peel_one(
+    payload: &[u8],
+    dport: u16,
+    outer_src: IpAddr,
+    ports: TunnelPorts,
+) -> Result<Option<(MirrorContext, LaxSlicedPacket<'_>)>, DecapError> {
+    if dport == ports.vxlan {
+        let v = VxlanView::new_checked(payload).map_err(DecapError::Vxlan)?;
+        let ctx = MirrorContext {
+            vni: Some(v.vni()),
+            mirror_source: Some(outer_src),
+            tunnel: Tunnel::Vxlan,
+        };
+        Ok(Some((ctx, ethernet(v.payload())?)))
+    } else if dport == ports.geneve {
+        let g = GeneveView::new_checked(payload).map_err(DecapError::Geneve)?;
+        let ctx = MirrorContext {
+            vni: Some(g.vni()),
+            mirror_source: Some(outer_src),
+            tunnel: Tunnel::Geneve,
+        };
+        let packet = match g.protocol() {
+            PROTO_ETHERNET => ethernet(g.payload())?,
+            p @ (0x0800 | 0x86dd) => LaxSlicedPacket::from_ether_type(EtherType(p), g.payload()),
+            protocol => return Err(DecapError::GeneveProtocol { protocol }),
+        };
+        Ok(Some((ctx, packet)))
+    } else {
+        Ok(None)
+    }
 }
 
 fn finish<'a>(
@@ -424,5 +464,16 @@ mod tests {
             decoded += usize::from(ok);
         }
         assert!(decoded > 0);
+    }
+
+    #[test]
+    fn datagram_entry_matches_frame_entry() {
+        let payload = &AWS_MIRROR_FRAME1[42..];
+        let src: IpAddr = "172.31.0.238".parse().unwrap();
+        let d = decapsulate_datagram(payload, 4789, src, TunnelPorts::default()).unwrap();
+        let f = decapsulate(&AWS_MIRROR_FRAME1, LinkType::Ethernet, TunnelPorts::default()).unwrap();
+        assert_eq!(d.ctx, f.ctx);
+        assert_eq!(d.packet.net, f.packet.net);
+        assert!(decapsulate_datagram(payload, 9999, src, TunnelPorts::default()).is_err());
     }
 }
