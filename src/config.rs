@@ -86,12 +86,86 @@ pub struct SessionConfig {
     pub eni_mac: Option<String>,
 }
 
+/// The appliance (`serve`): sockets, threads, who may send, the control port.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ServeConfig {
+    /// Address the VXLAN and GENEVE sockets bind to.
+    pub listen: IpAddr,
+    /// Receiver threads per tunnel port, each with its own SO_REUSEPORT socket.
+    pub receivers: usize,
+    /// Worker threads (flow tables); 0 = number of cores.
+    pub workers: usize,
+    /// SO_RCVBUF asked for each socket, in bytes.
+    pub recv_buffer: usize,
+    /// Address of the HTTP control port (`/healthz`, `/metrics`).
+    pub control: std::net::SocketAddr,
+    /// Source networks allowed to send mirror traffic. Anyone who can reach the port
+    /// could otherwise forge records, so there is no "allow all" default.
+    pub allow_sources: Vec<ipnet::IpNet>,
+    /// VNIs accepted; empty = the VNIs of the [[session]] entries (and any VNI when
+    /// there are none).
+    pub allow_vnis: Vec<u32>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: IpAddr::from([0, 0, 0, 0]),
+            receivers: 1,
+            workers: 0,
+            recv_buffer: 32 << 20,
+            control: std::net::SocketAddr::from(([127, 0, 0, 1], 9109)),
+            allow_sources: Vec::new(),
+            allow_vnis: Vec::new(),
+        }
+    }
+}
+
+/// Where `serve` writes records.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SinkConfig {
+    /// `stdout`, or `files` (gzip files in AWS's S3 delivery layout).
+    pub kind: String,
+    /// `text` (AWS format with a header line) or `json` (JSON lines).
+    pub encoding: String,
+    /// Root of the `AWSLogs/...` tree for `files`.
+    pub directory: PathBuf,
+    /// Account and region in the key layout (AWS uses the flow log's own).
+    pub account_id: String,
+    pub region: String,
+    /// Flow log id in file names, like AWS's `fl-...`.
+    pub flow_log_id: String,
+    /// A file is closed after this many seconds (AWS delivers 5-minute files)...
+    pub rotate_seconds: u64,
+    /// ...or this many uncompressed bytes (AWS caps files near 75 MB).
+    pub rotate_bytes: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            kind: "stdout".into(),
+            encoding: "text".into(),
+            directory: PathBuf::from("/var/lib/mirrorflow"),
+            account_id: "000000000000".into(),
+            region: "unknown".into(),
+            flow_log_id: "fl-mirrorflow".into(),
+            rotate_seconds: 300,
+            rotate_bytes: 75_000_000,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct Config {
     pub capture: CaptureConfig,
     pub timeouts: Timeouts,
     pub output: OutputConfig,
+    pub serve: ServeConfig,
+    pub sink: SinkConfig,
     #[serde(rename = "session")]
     pub sessions: Vec<SessionConfig>,
 }
@@ -160,6 +234,31 @@ impl Config {
         }
         if self.capture.vxlan_port == 0 || self.capture.geneve_port == 0 {
             return Err("key 'capture.vxlan-port' / 'capture.geneve-port' = 0: not a port".into());
+        }
+        if !matches!(self.sink.kind.as_str(), "stdout" | "files") {
+            return Err(format!("key 'sink.kind' = \"{}\": must be \"stdout\" or \"files\"", self.sink.kind));
+        }
+        if !matches!(self.sink.encoding.as_str(), "text" | "json") {
+            return Err(format!("key 'sink.encoding' = \"{}\": must be \"text\" or \"json\"", self.sink.encoding));
+        }
+        for (key, v) in [("sink.account-id", &self.sink.account_id), ("sink.region", &self.sink.region), ("sink.flow-log-id", &self.sink.flow_log_id)] {
+            if v.is_empty() || v.contains(['/', '_', ' ']) {
+                return Err(format!("key '{key}' = \"{v}\": must be non-empty without '/', '_' or spaces (it names S3-style paths)"));
+            }
+        }
+        if self.sink.rotate_seconds == 0 || self.sink.rotate_bytes == 0 {
+            return Err("key 'sink.rotate-seconds' / 'sink.rotate-bytes' = 0: must be positive".into());
+        }
+        if self.serve.receivers == 0 || self.serve.receivers > 64 {
+            return Err(format!("key 'serve.receivers' = {}: must be between 1 and 64", self.serve.receivers));
+        }
+        if self.serve.workers > 1024 {
+            return Err(format!("key 'serve.workers' = {}: at most 1024", self.serve.workers));
+        }
+        for v in &self.serve.allow_vnis {
+            if *v > 0x00ff_ffff {
+                return Err(format!("key 'serve.allow-vnis' = {v}: a VNI has 24 bits (at most 16777215)"));
+            }
         }
         let mut seen = HashMap::new();
         for (i, s) in self.sessions.iter().enumerate() {
@@ -239,6 +338,11 @@ impl SessionMap {
         m
     }
 
+    /// VNIs named by sessions.
+    pub fn vnis(&self) -> impl Iterator<Item = u32> + '_ {
+        self.exact.keys().map(|(v, _)| *v).chain(self.any_source.keys().copied())
+    }
+
     pub fn lookup(&self, vni: Option<u32>, source: Option<IpAddr>) -> Option<&Arc<SessionEntry>> {
         let vni = vni?;
         source
@@ -290,6 +394,35 @@ eni-mac = "02:85:69:c2:ab:02"
         );
         assert_eq!(e.eni_mac, Some([2, 0x85, 0x69, 0xc2, 0xab, 2]));
         assert!(m.lookup(Some(1), None).is_none());
+    }
+
+    #[test]
+    fn serve_and_sink_sections() {
+        let c = load_str(
+            r#"
+[serve]
+listen = "127.0.0.1"
+receivers = 2
+control = "127.0.0.1:9999"
+allow-sources = ["10.0.0.0/8", "::1/128"]
+allow-vnis = [7]
+[sink]
+kind = "files"
+directory = "/tmp/x"
+account-id = "123456789012"
+region = "eu-central-1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.serve.receivers, 2);
+        assert_eq!(c.serve.allow_sources.len(), 2);
+        assert_eq!(c.sink.rotate_seconds, 300);
+        let e = load_str("[serve]\nallow-sources = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(e.message.contains("allow-sources") || e.message.contains("10.0.0.0/33"), "{e}");
+        let e = load_str("[sink]\nkind = \"s3\"\n").unwrap_err();
+        assert!(e.message.contains("sink.kind") && e.message.contains("s3"), "{e}");
+        let e = load_str("[serve]\nreceivers = 0\n").unwrap_err();
+        assert!(e.message.contains("serve.receivers"), "{e}");
     }
 
     #[test]

@@ -3,5 +3,6 @@
 //! without copying them.
 
 pub mod capture_file;
+pub mod udp;
 
 pub use capture_file::{CaptureError, CaptureFile, Frame, LinkType};

@@ -18,6 +18,17 @@ macro_rules! fields {
                 match self { $( Field::$variant => $name, )* }
             }
 
+            /// True for fields that belong to the interface and window rather than a flow,
+            /// the only ones a NODATA or SKIPDATA record fills in.
+            pub fn describes_interface(self) -> bool {
+                matches!(
+                    self,
+                    Field::Version | Field::AccountId | Field::InterfaceId | Field::Start | Field::End
+                        | Field::LogStatus | Field::VpcId | Field::SubnetId | Field::InstanceId
+                        | Field::Region | Field::AzId | Field::Vni | Field::MirrorSource
+                )
+            }
+
             /// The flow-log version that introduced the field; 0 for enrichment.
             pub fn version(self) -> u8 {
                 match self { $( Field::$variant => $version, )* }

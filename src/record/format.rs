@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::fields::{FormatField, DEFAULT_FORMAT};
-use super::{Field, FlowRecord};
+use super::{Field, FlowRecord, LogStatus};
 
 /// Text or JSON lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +150,11 @@ impl RecordFormat {
 
     /// The value of `field` in `r`; `None` when it is unknown for this record.
     pub fn value<'r>(&self, r: &'r FlowRecord, field: Field) -> Option<Value<'r>> {
+        // NODATA and SKIPDATA records say something of an interface and window, not of
+        // a flow: AWS prints '-' for every flow field (aws-spec §2.4).
+        if r.log_status != LogStatus::Ok && !field.describes_interface() {
+            return None;
+        }
         let iface = r.interface.as_deref();
         let s = |v: Option<&'r String>| v.map(|s| Value::Str(s.as_str()));
         Some(match field {
@@ -294,6 +299,14 @@ mod tests {
         assert!(e.contains("'bogus'"), "{e}");
         let e = RecordFormat::custom(OutputKind::Text, "srcaddr").unwrap_err();
         assert!(e.contains("'srcaddr'"), "{e}");
+    }
+
+    #[test]
+    fn nodata_record_prints_dashes_like_aws() {
+        let r = FlowRecord::status_only(rec().interface, Some(7), None, LogStatus::NoData, 1_418_530_010, 1_418_530_070);
+        let mut s = String::new();
+        RecordFormat::default_text().write(&r, &mut s);
+        assert_eq!(s, "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1418530010 1418530070 - NODATA\n");
     }
 
     #[test]

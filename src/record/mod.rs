@@ -87,6 +87,37 @@ pub struct FlowRecord {
 }
 
 impl FlowRecord {
+    /// A NODATA or SKIPDATA record for an interface and window.
+    pub fn status_only(
+        interface: Option<Arc<InterfaceInfo>>,
+        vni: Option<u32>,
+        mirror_source: Option<IpAddr>,
+        log_status: LogStatus,
+        start: u64,
+        end: u64,
+    ) -> FlowRecord {
+        let none = IpAddr::from([0, 0, 0, 0]);
+        FlowRecord {
+            interface,
+            vni,
+            mirror_source,
+            srcaddr: none,
+            dstaddr: none,
+            srcport: 0,
+            dstport: 0,
+            protocol: 0,
+            packets: 0,
+            bytes: 0,
+            start,
+            end,
+            log_status,
+            tcp_flags: 0,
+            flow_direction: None,
+            conn_state: "-",
+            truncated_packets: 0,
+        }
+    }
+
     /// `action`: every mirrored packet passed the security groups and network ACLs
     /// (AWS mirrors only accepted traffic, aws-spec §1.10), so mirrored flows are ACCEPT.
     pub fn action(&self) -> &'static str {

@@ -1,6 +1,9 @@
-//! Sinks: where encoded records go. Today stdout or a file, written by one writer thread
-//! through a buffer; a record counts as written only once the buffer is flushed at the
-//! end, and a write error (disk full, closed pipe) is reported, never swallowed.
+//! Sinks: where encoded records go: stdout or a file ([`RecordWriter`]), or rotating
+//! gzip files in AWS's S3 layout (`files.rs`). One writer thread owns the sink; a record
+//! counts as written only once flushed, and a write error (disk full, closed pipe) is
+//! reported, never swallowed.
+
+pub mod files;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -52,6 +55,14 @@ impl RecordWriter {
         Ok(())
     }
 
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Flushes everything; returns the number of records written.
     pub fn finish(mut self) -> io::Result<u64> {
         self.out.flush()?;
@@ -60,5 +71,74 @@ impl RecordWriter {
             File::open(p).and_then(|f| f.sync_all()).ok();
         }
         Ok(self.written)
+    }
+}
+
+/// The sink of a `serve` run.
+pub enum Sink {
+    Stream(RecordWriter),
+    Files {
+        files: files::RotatingFiles,
+        format: RecordFormat,
+        line: String,
+        written: u64,
+    },
+}
+
+impl Sink {
+    pub fn write_all(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        match self {
+            Sink::Stream(w) => w.write_all(records),
+            Sink::Files {
+                files,
+                format,
+                line,
+                written,
+            } => {
+                line.clear();
+                for r in records {
+                    format.write(r, line);
+                }
+                files.write_encoded(line.as_bytes())?;
+                *written += records.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    /// Called about once a second: makes records visible (flush, time rotation).
+    pub fn tick(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stream(w) => w.flush(),
+            Sink::Files { files, .. } => files.tick(files::unix_now()),
+        }
+    }
+
+    /// SIGHUP: complete the current file so the next write starts a new one.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stream(w) => w.flush(),
+            Sink::Files { files, .. } => files.close(),
+        }
+    }
+
+    pub fn written(&self) -> u64 {
+        match self {
+            Sink::Stream(w) => w.written(),
+            Sink::Files { written, .. } => *written,
+        }
+    }
+
+    /// Flushes and closes; returns the records written.
+    pub fn finish(self) -> io::Result<u64> {
+        match self {
+            Sink::Stream(w) => w.finish(),
+            Sink::Files {
+                mut files, written, ..
+            } => {
+                files.close()?;
+                Ok(written)
+            }
+        }
     }
 }
