@@ -14,8 +14,11 @@ use mirrorflow::config::{Config, SessionMap};
 use mirrorflow::decap::TunnelPorts;
 use mirrorflow::gen::{self, GenOptions};
 use mirrorflow::record::{OutputKind, RecordFormat};
+use mirrorflow::runtime::send::{send, SendOptions};
+use mirrorflow::runtime::serve::{serve, ServeOptions};
 use mirrorflow::runtime::{replay, stop_on_signals, ReplayOptions};
 use mirrorflow::sink::Destination;
+use std::net::ToSocketAddrs;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -76,6 +79,32 @@ enum Command {
         /// Do not print the summary at the end
         #[arg(long, short)]
         quiet: bool,
+    },
+    /// Run the appliance: receive VXLAN/GENEVE mirror traffic, write flow-log records
+    Serve {
+        /// TOML configuration (sockets, allowlists, sessions, sink)
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Replay a capture as AWS-style VXLAN datagrams to a running appliance
+    Send {
+        /// Capture file (plain frames are wrapped in VXLAN; VXLAN frames are sent as is)
+        capture: PathBuf,
+        /// Destination, e.g. 127.0.0.1:4789
+        #[arg(long)]
+        to: String,
+        /// VNI for wrapped frames
+        #[arg(long, default_value_t = 5_569_041)]
+        vni: u32,
+        /// Packets per second (0 = as fast as possible)
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Times to send the capture
+        #[arg(long = "loop", default_value_t = 1)]
+        loops: u64,
+        /// UDP port that marks VXLAN frames already in the capture
+        #[arg(long, default_value_t = 4789)]
+        vxlan_port: u16,
     },
     /// Generate deterministic AWS-mirror-like traffic and its ground truth (FILE.truth.jsonl)
     Gen {
@@ -224,6 +253,97 @@ pub fn run() -> i32 {
                 Err(e) => {
                     eprintln!("mirrorflow: {e}");
                     EXIT_FAILED
+                }
+            }
+        }
+        Command::Serve { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mirrorflow: {e}");
+                    return EXIT_USAGE;
+                }
+            };
+            let kind = if cfg.sink.encoding == "json" {
+                OutputKind::Json
+            } else {
+                OutputKind::Text
+            };
+            let format = match (&cfg.output.format, kind) {
+                (Some(spec), _) => match RecordFormat::custom(kind, spec) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        eprintln!("mirrorflow: {}: key 'output.format': {e}", config.display());
+                        return EXIT_USAGE;
+                    }
+                },
+                (None, OutputKind::Text) => RecordFormat::default_text(),
+                (None, OutputKind::Json) => RecordFormat::json(),
+            };
+            let reload = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+            {
+                eprintln!("mirrorflow: cannot install the SIGHUP handler: {e}");
+                return EXIT_FAILED;
+            }
+            let opts = ServeOptions {
+                config: cfg,
+                config_path: Some(config.clone()),
+                format,
+                stop,
+                reload,
+            };
+            match serve(opts) {
+                Ok(summary) => {
+                    eprint!("{}", summary.render());
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("mirrorflow: {}: {e}", config.display());
+                    EXIT_FAILED
+                }
+            }
+        }
+        Command::Send {
+            capture,
+            to,
+            vni,
+            rate,
+            loops,
+            vxlan_port,
+        } => {
+            let to = match to.to_socket_addrs().ok().and_then(|mut a| a.next()) {
+                Some(a) => a,
+                None => {
+                    eprintln!("mirrorflow: option '--to' = {to}: not a HOST:PORT address");
+                    return EXIT_USAGE;
+                }
+            };
+            if vni > 0x00ff_ffff {
+                eprintln!(
+                    "mirrorflow: option '--vni' = {vni}: a VNI has 24 bits (at most 16777215)"
+                );
+                return EXIT_USAGE;
+            }
+            let opts = SendOptions {
+                to,
+                vni,
+                rate,
+                loops,
+                vxlan_port,
+            };
+            match send(&capture, &opts) {
+                Ok(r) => {
+                    let secs = r.elapsed.as_secs_f64().max(1e-9);
+                    eprintln!(
+                        "mirrorflow send: {} datagrams ({} bytes) to {to} in {:.3}s, {:.0} datagrams/s; {} sent as is, {} wrapped in VXLAN VNI {vni}, {} skipped",
+                        r.datagrams, r.bytes, secs, r.datagrams as f64 / secs, r.passed_through, r.wrapped, r.skipped
+                    );
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("mirrorflow: send: {e}");
+                    EXIT_DAMAGED_CAPTURE
                 }
             }
         }

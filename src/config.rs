@@ -236,28 +236,48 @@ impl Config {
             return Err("key 'capture.vxlan-port' / 'capture.geneve-port' = 0: not a port".into());
         }
         if !matches!(self.sink.kind.as_str(), "stdout" | "files") {
-            return Err(format!("key 'sink.kind' = \"{}\": must be \"stdout\" or \"files\"", self.sink.kind));
+            return Err(format!(
+                "key 'sink.kind' = \"{}\": must be \"stdout\" or \"files\"",
+                self.sink.kind
+            ));
         }
         if !matches!(self.sink.encoding.as_str(), "text" | "json") {
-            return Err(format!("key 'sink.encoding' = \"{}\": must be \"text\" or \"json\"", self.sink.encoding));
+            return Err(format!(
+                "key 'sink.encoding' = \"{}\": must be \"text\" or \"json\"",
+                self.sink.encoding
+            ));
         }
-        for (key, v) in [("sink.account-id", &self.sink.account_id), ("sink.region", &self.sink.region), ("sink.flow-log-id", &self.sink.flow_log_id)] {
+        for (key, v) in [
+            ("sink.account-id", &self.sink.account_id),
+            ("sink.region", &self.sink.region),
+            ("sink.flow-log-id", &self.sink.flow_log_id),
+        ] {
             if v.is_empty() || v.contains(['/', '_', ' ']) {
                 return Err(format!("key '{key}' = \"{v}\": must be non-empty without '/', '_' or spaces (it names S3-style paths)"));
             }
         }
         if self.sink.rotate_seconds == 0 || self.sink.rotate_bytes == 0 {
-            return Err("key 'sink.rotate-seconds' / 'sink.rotate-bytes' = 0: must be positive".into());
+            return Err(
+                "key 'sink.rotate-seconds' / 'sink.rotate-bytes' = 0: must be positive".into(),
+            );
         }
         if self.serve.receivers == 0 || self.serve.receivers > 64 {
-            return Err(format!("key 'serve.receivers' = {}: must be between 1 and 64", self.serve.receivers));
+            return Err(format!(
+                "key 'serve.receivers' = {}: must be between 1 and 64",
+                self.serve.receivers
+            ));
         }
         if self.serve.workers > 1024 {
-            return Err(format!("key 'serve.workers' = {}: at most 1024", self.serve.workers));
+            return Err(format!(
+                "key 'serve.workers' = {}: at most 1024",
+                self.serve.workers
+            ));
         }
         for v in &self.serve.allow_vnis {
             if *v > 0x00ff_ffff {
-                return Err(format!("key 'serve.allow-vnis' = {v}: a VNI has 24 bits (at most 16777215)"));
+                return Err(format!(
+                    "key 'serve.allow-vnis' = {v}: a VNI has 24 bits (at most 16777215)"
+                ));
             }
         }
         let mut seen = HashMap::new();
@@ -340,7 +360,10 @@ impl SessionMap {
 
     /// VNIs named by sessions.
     pub fn vnis(&self) -> impl Iterator<Item = u32> + '_ {
-        self.exact.keys().map(|(v, _)| *v).chain(self.any_source.keys().copied())
+        self.exact
+            .keys()
+            .map(|(v, _)| *v)
+            .chain(self.any_source.keys().copied())
     }
 
     pub fn lookup(&self, vni: Option<u32>, source: Option<IpAddr>) -> Option<&Arc<SessionEntry>> {
@@ -418,9 +441,15 @@ region = "eu-central-1"
         assert_eq!(c.serve.allow_sources.len(), 2);
         assert_eq!(c.sink.rotate_seconds, 300);
         let e = load_str("[serve]\nallow-sources = [\"10.0.0.0/33\"]\n").unwrap_err();
-        assert!(e.message.contains("allow-sources") || e.message.contains("10.0.0.0/33"), "{e}");
+        assert!(
+            e.message.contains("allow-sources") || e.message.contains("10.0.0.0/33"),
+            "{e}"
+        );
         let e = load_str("[sink]\nkind = \"s3\"\n").unwrap_err();
-        assert!(e.message.contains("sink.kind") && e.message.contains("s3"), "{e}");
+        assert!(
+            e.message.contains("sink.kind") && e.message.contains("s3"),
+            "{e}"
+        );
         let e = load_str("[serve]\nreceivers = 0\n").unwrap_err();
         assert!(e.message.contains("serve.receivers"), "{e}");
     }

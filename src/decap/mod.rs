@@ -146,7 +146,12 @@ pub fn decapsulate<'a>(
     ports: TunnelPorts,
 ) -> Result<Decapsulated<'a>, DecapError> {
     let packet = link_layer(frame, link)?;
-    peel_tunnels(MirrorContext::default(), packet, ports, MAX_TUNNEL_DEPTH + 1)
+    peel_tunnels(
+        MirrorContext::default(),
+        packet,
+        ports,
+        MAX_TUNNEL_DEPTH + 1,
+    )
 }
 
 /// Decapsulates a UDP datagram's payload as received on a tunnel socket (`serve`): the
@@ -471,7 +476,12 @@ mod tests {
         let payload = &AWS_MIRROR_FRAME1[42..];
         let src: IpAddr = "172.31.0.238".parse().unwrap();
         let d = decapsulate_datagram(payload, 4789, src, TunnelPorts::default()).unwrap();
-        let f = decapsulate(&AWS_MIRROR_FRAME1, LinkType::Ethernet, TunnelPorts::default()).unwrap();
+        let f = decapsulate(
+            &AWS_MIRROR_FRAME1,
+            LinkType::Ethernet,
+            TunnelPorts::default(),
+        )
+        .unwrap();
         assert_eq!(d.ctx, f.ctx);
         assert_eq!(d.packet.net, f.packet.net);
         assert!(decapsulate_datagram(payload, 9999, src, TunnelPorts::default()).is_err());

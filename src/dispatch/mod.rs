@@ -32,22 +32,53 @@ pub const QUEUE_BATCHES: usize = 64;
 
 pub type Batch = Vec<FlowPacket>;
 
+/// What to do when a worker's queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Wait (replay: the capture can wait, nothing may be lost).
+    Block,
+    /// Drop the batch and count it (serve: the network cannot wait; the loss shows as
+    /// SKIPDATA for the interfaces and windows it hit).
+    Drop,
+}
+
+/// Session key used for NODATA/SKIPDATA bookkeeping: (VNI, mirror source).
+pub type SessionKey = (Option<u32>, Option<IpAddr>);
+
 pub struct Dispatcher {
     workers: Vec<Sender<Batch>>,
     pending: Vec<Batch>,
     fragments: FragmentTracker,
     sessions: Arc<SessionMap>,
     /// Learned interface MAC per (VNI, mirror source).
-    eni_macs: FxHashMap<(Option<u32>, Option<IpAddr>), [u8; 6]>,
+    eni_macs: FxHashMap<SessionKey, [u8; 6]>,
     seq: u64,
+    overflow: Overflow,
+    interval_s: u64,
+    /// Packets dropped on full queues, per session and window start.
+    drops: FxHashMap<(SessionKey, u64), u64>,
+    /// Per worker: packets and batches dropped; packets handed over.
+    pub dropped_packets: Vec<u64>,
+    pub dropped_batches: Vec<u64>,
+    pub dispatched_packets: u64,
 }
 
 impl Dispatcher {
     pub fn new(workers: Vec<Sender<Batch>>, sessions: Arc<SessionMap>) -> Dispatcher {
+        Self::with_overflow(workers, sessions, Overflow::Block, 600)
+    }
+
+    pub fn with_overflow(
+        workers: Vec<Sender<Batch>>,
+        sessions: Arc<SessionMap>,
+        overflow: Overflow,
+        interval_s: u64,
+    ) -> Dispatcher {
         let pending = workers
             .iter()
             .map(|_| Vec::with_capacity(BATCH_SIZE))
             .collect();
+        let n = workers.len();
         Dispatcher {
             workers,
             pending,
@@ -55,7 +86,33 @@ impl Dispatcher {
             sessions,
             eni_macs: FxHashMap::default(),
             seq: 0,
+            overflow,
+            interval_s: interval_s.max(1),
+            drops: FxHashMap::default(),
+            dropped_packets: vec![0; n],
+            dropped_batches: vec![0; n],
+            dispatched_packets: 0,
         }
+    }
+
+    /// Replaces the session map (SIGHUP reload).
+    pub fn set_sessions(&mut self, sessions: Arc<SessionMap>) {
+        self.sessions = sessions;
+    }
+
+    /// Sends every partial batch now (serve does this after each receive, so packets
+    /// never wait for a batch to fill).
+    pub fn flush(&mut self) {
+        for w in 0..self.workers.len() {
+            if !self.pending[w].is_empty() {
+                self.send(w);
+            }
+        }
+    }
+
+    /// Drops since the last call, per session and window start.
+    pub fn take_drops(&mut self) -> Vec<(SessionKey, u64, u64)> {
+        self.drops.drain().map(|((k, w), n)| (k, w, n)).collect()
     }
 
     /// Routes one packet to its worker. Blocks when that worker's queue is full: on
@@ -106,17 +163,40 @@ impl Dispatcher {
 
     fn send(&mut self, w: usize) {
         let batch = std::mem::replace(&mut self.pending[w], Vec::with_capacity(BATCH_SIZE));
-        // A worker that died has already reported; its packets cannot be accounted.
-        let _ = self.workers[w].send(batch);
+        let n = batch.len() as u64;
+        match self.overflow {
+            Overflow::Block => {
+                // A worker that died has already reported; its packets cannot be accounted.
+                let _ = self.workers[w].send(batch);
+                self.dispatched_packets += n;
+            }
+            Overflow::Drop => match self.workers[w].try_send(batch) {
+                Ok(()) => self.dispatched_packets += n,
+                Err(e) => {
+                    let mut batch = e.into_inner();
+                    for p in &batch {
+                        let s = p.ts_ns / 1_000_000_000;
+                        let window = s - s % self.interval_s;
+                        *self
+                            .drops
+                            .entry(((p.key.vni, p.key.mirror_source), window))
+                            .or_default() += 1;
+                    }
+                    self.dropped_packets[w] += n;
+                    self.dropped_batches[w] += 1;
+                    // Keep the allocation for the next batch.
+                    batch.clear();
+                    self.pending[w] = batch;
+                }
+            },
+        }
     }
 
     /// Sends what is pending and closes the queues, so workers flush and finish.
-    pub fn finish(mut self) {
-        for w in 0..self.workers.len() {
-            if !self.pending[w].is_empty() {
-                self.send(w);
-            }
-        }
+    pub fn finish(mut self) -> Self {
+        self.flush();
+        self.workers.clear();
+        self
     }
 
     /// Ingress or egress relative to the mirrored interface (aws-spec §1.5): the

@@ -102,6 +102,11 @@ impl FlowTable {
         }
     }
 
+    /// Replaces the session map (SIGHUP reload); flows created from now on use it.
+    pub fn set_sessions(&mut self, sessions: Arc<SessionMap>) {
+        self.sessions = sessions;
+    }
+
     pub fn stats(&self) -> FlowTableStats {
         self.stats
     }

@@ -134,12 +134,16 @@ fn recvmmsg(socket: &Socket, slab: &mut [u8], out: &mut Vec<Datagram>) -> io::Re
     if n < 0 {
         let e = io::Error::last_os_error();
         return match e.kind() {
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => Ok(0),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
+                Ok(0)
+            }
             _ => Err(e),
         };
     }
     for (i, m) in msgs.iter().enumerate().take(n as usize) {
-        let Some(source) = source_ip(&addrs[i]) else { continue };
+        let Some(source) = source_ip(&addrs[i]) else {
+            continue;
+        };
         out.push(Datagram {
             source,
             offset: i * MAX_DATAGRAM,
@@ -156,14 +160,21 @@ fn source_ip(a: &libc::sockaddr_storage) -> Option<IpAddr> {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in.
             let sin = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+            Some(IpAddr::from(
+                u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+            ))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
-            let sin6 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let sin6 =
+                unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
             let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             // A v4 sender on a dual-stack socket appears as ::ffff:a.b.c.d.
-            Some(ip.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(ip)))
+            Some(
+                ip.to_ipv4_mapped()
+                    .map(IpAddr::V4)
+                    .unwrap_or(IpAddr::V6(ip)),
+            )
         }
         _ => None,
     }
@@ -177,11 +188,23 @@ fn recvmmsg(socket: &Socket, slab: &mut [u8], out: &mut Vec<Datagram>) -> io::Re
     match socket.recv_from(uninit) {
         Ok((len, addr)) => {
             if let Some(a) = addr.as_socket() {
-                out.push(Datagram { source: a.ip(), offset: 0, len, truncated: false });
+                out.push(Datagram {
+                    source: a.ip(),
+                    offset: 0,
+                    len,
+                    truncated: false,
+                });
             }
             Ok(out.len())
         }
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(0),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(0)
+        }
         Err(e) => Err(e),
     }
 }

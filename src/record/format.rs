@@ -303,10 +303,20 @@ mod tests {
 
     #[test]
     fn nodata_record_prints_dashes_like_aws() {
-        let r = FlowRecord::status_only(rec().interface, Some(7), None, LogStatus::NoData, 1_418_530_010, 1_418_530_070);
+        let r = FlowRecord::status_only(
+            rec().interface,
+            Some(7),
+            None,
+            LogStatus::NoData,
+            1_418_530_010,
+            1_418_530_070,
+        );
         let mut s = String::new();
         RecordFormat::default_text().write(&r, &mut s);
-        assert_eq!(s, "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1418530010 1418530070 - NODATA\n");
+        assert_eq!(
+            s,
+            "2 123456789010 eni-1235b8ca123456789 - - - - - - - 1418530010 1418530070 - NODATA\n"
+        );
     }
 
     #[test]

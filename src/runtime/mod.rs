@@ -3,5 +3,7 @@
 //! bounded channels, with an orderly shutdown: stop reading, drain tables, flush sink.
 
 pub mod replay;
+pub mod send;
+pub mod serve;
 
 pub use replay::{replay, stop_on_signals, ReplayError, ReplayOptions, ReplayOutcome};

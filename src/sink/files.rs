@@ -73,7 +73,9 @@ impl RotatingFiles {
 
     /// Completes the current file (SIGHUP, shutdown).
     pub fn close(&mut self) -> io::Result<()> {
-        let Some(f) = self.current.take() else { return Ok(()) };
+        let Some(f) = self.current.take() else {
+            return Ok(());
+        };
         let file = f.gz.finish()?.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
@@ -100,7 +102,9 @@ impl RotatingFiles {
         fs::create_dir_all(&dir)?;
         self.seq += 1;
         // AWS ends the name with a random hash; ours is unique per process and file.
-        let hash = (u64::from(std::process::id()) << 32 ^ self.seq ^ now_s).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+        let hash = (u64::from(std::process::id()) << 32 ^ self.seq ^ now_s)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            >> 32;
         let ext = match self.format.kind() {
             OutputKind::Text => "log.gz",
             OutputKind::Json => "json.gz",
@@ -111,7 +115,10 @@ impl RotatingFiles {
         );
         let final_path = dir.join(&name);
         let partial = dir.join(format!(".{name}.partial"));
-        let mut gz = GzEncoder::new(BufWriter::new(File::create(&partial)?), Compression::default());
+        let mut gz = GzEncoder::new(
+            BufWriter::new(File::create(&partial)?),
+            Compression::default(),
+        );
         let mut bytes = 0;
         if self.format.kind() == OutputKind::Text {
             let header = format!("{}\n", self.format.header_line());
@@ -130,7 +137,10 @@ impl RotatingFiles {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// (year, month, day, hour, minute) in UTC, from Unix seconds (Hinnant's civil_from_days).
@@ -191,17 +201,33 @@ mod tests {
             ..SinkConfig::default()
         };
         let mut f = RotatingFiles::new(cfg, RecordFormat::default_text()).unwrap();
-        f.write_encoded(b"2 - - 10.0.0.1 10.0.0.2 1 2 6 1 40 1 1 ACCEPT OK\n").unwrap();
-        assert!(list_completed(&root).is_empty(), "no file is visible while being written");
+        f.write_encoded(b"2 - - 10.0.0.1 10.0.0.2 1 2 6 1 40 1 1 ACCEPT OK\n")
+            .unwrap();
+        assert!(
+            list_completed(&root).is_empty(),
+            "no file is visible while being written"
+        );
         f.write_encoded(&[b'x'; 300]).unwrap();
-        assert_eq!(list_completed(&root).len(), 1, "size rotation completes the file");
+        assert_eq!(
+            list_completed(&root).len(),
+            1,
+            "size rotation completes the file"
+        );
         f.close().unwrap();
         let files = list_completed(&root);
         let name = files[0].to_string_lossy().into_owned();
-        assert!(name.contains("AWSLogs/123456789012/vpcflowlogs/eu-central-1/"), "{name}");
-        assert!(name.contains("123456789012_vpcflowlogs_eu-central-1_fl-mirrorflow_"), "{name}");
+        assert!(
+            name.contains("AWSLogs/123456789012/vpcflowlogs/eu-central-1/"),
+            "{name}"
+        );
+        assert!(
+            name.contains("123456789012_vpcflowlogs_eu-central-1_fl-mirrorflow_"),
+            "{name}"
+        );
         let mut text = String::new();
-        flate2::read::GzDecoder::new(File::open(&files[0]).unwrap()).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(File::open(&files[0]).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
         assert!(text.starts_with("version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n2 - -"));
         let _ = fs::remove_dir_all(&root);
     }

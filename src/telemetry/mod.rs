@@ -3,6 +3,8 @@
 //! Each stage owns its counters (the reader its frame and decap counters, each worker
 //! its flow-table stats); they are added up once at the end, never shared while hot.
 
+pub mod metrics;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
