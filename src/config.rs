@@ -420,6 +420,15 @@ eni-mac = "02:85:69:c2:ab:02"
     }
 
     #[test]
+    fn example_config_in_systemd_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/mirrorflow.toml");
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.sink.kind, "files");
+        assert!(!c.serve.allow_sources.is_empty());
+        assert_eq!(c.sessions.len(), 1);
+    }
+
+    #[test]
     fn serve_and_sink_sections() {
         let c = load_str(
             r#"

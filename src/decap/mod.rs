@@ -329,6 +329,15 @@ fn link_layer(frame: &[u8], link: LinkType) -> Result<LaxSlicedPacket<'_>, Decap
     }
 }
 
+/// Test vectors shared with other modules' tests.
+#[cfg(test)]
+pub mod tests_support {
+    /// Frame 1 of the AWS Traffic Mirroring capture (see `tests::AWS_MIRROR_FRAME1`).
+    pub fn aws_frame() -> Vec<u8> {
+        super::tests::AWS_MIRROR_FRAME1.to_vec()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

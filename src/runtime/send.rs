@@ -57,10 +57,9 @@ pub fn send(capture: &Path, opts: &SendOptions) -> Result<SendReport, String> {
                 report.skipped += 1;
                 continue;
             }
-            if opts.rate > 0 {
-                // Pace against the schedule, not the previous packet, so rounding does not drift.
-                let due =
-                    started + Duration::from_nanos(report.datagrams * 1_000_000_000 / opts.rate);
+            // Pace against the schedule, not the previous packet, so rounding does not drift.
+            if let Some(offset_ns) = (report.datagrams * 1_000_000_000).checked_div(opts.rate) {
+                let due = started + Duration::from_nanos(offset_ns);
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);

@@ -73,10 +73,13 @@ impl AllowList {
     }
 }
 
+/// What threads take from the configuration: session map, allowlist, session list.
+type ConfigState = (Arc<SessionMap>, Arc<AllowList>, Arc<Vec<SessionConfig>>);
+
 /// Configuration state shared with every thread, replaced as a whole on SIGHUP.
 pub struct SharedConfig {
     generation: AtomicU64,
-    state: Mutex<(Arc<SessionMap>, Arc<AllowList>, Arc<Vec<SessionConfig>>)>,
+    state: Mutex<ConfigState>,
 }
 
 impl SharedConfig {
@@ -87,7 +90,7 @@ impl SharedConfig {
         }
     }
 
-    fn derive(c: &Config) -> (Arc<SessionMap>, Arc<AllowList>, Arc<Vec<SessionConfig>>) {
+    fn derive(c: &Config) -> ConfigState {
         (
             Arc::new(SessionMap::new(&c.sessions)),
             Arc::new(AllowList::from_config(c)),
@@ -102,7 +105,7 @@ impl SharedConfig {
         self.generation.fetch_add(1, Relaxed);
     }
 
-    fn get(&self) -> (Arc<SessionMap>, Arc<AllowList>, Arc<Vec<SessionConfig>>) {
+    fn get(&self) -> ConfigState {
         match self.state.lock() {
             Ok(s) => s.clone(),
             Err(p) => p.into_inner().clone(),
@@ -191,6 +194,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
     let sink = match cfg.sink.kind.as_str() {
         "files" => Sink::Files {
             files: crate::sink::files::RotatingFiles::new(cfg.sink.clone(), opts.format.clone())
+                .map(Box::new)
                 .map_err(|e| {
                     format!(
                         "{}: cannot create output directory: {e}",
@@ -564,35 +568,16 @@ fn run_housekeeping(
     let mut seen: HashSet<(SessionKey, u64)> = HashSet::new();
     let mut drops: HashMap<(SessionKey, u64), u64> = HashMap::new();
     let emit = |records: Vec<FlowRecord>| {
+        for r in &records {
+            match r.log_status {
+                LogStatus::NoData => m.nodata_records.fetch_add(1, Relaxed),
+                _ => m.skipdata_records.fetch_add(1, Relaxed),
+            };
+        }
         if !records.is_empty() {
             let _ = out.send(records);
         }
     };
-    let skipdata =
-        |drops: &mut HashMap<(SessionKey, u64), u64>, upto: Option<u64>| -> Vec<FlowRecord> {
-            let sessions = shared.get().0;
-            let due: Vec<_> = drops
-                .keys()
-                .filter(|(_, w)| upto.is_none_or(|u| *w <= u))
-                .copied()
-                .collect();
-            let mut recs = Vec::new();
-            for k in due {
-                drops.remove(&k);
-                let ((vni, src), w) = k;
-                let iface = sessions.lookup(vni, src).map(|s| s.info.clone());
-                recs.push(FlowRecord::status_only(
-                    iface,
-                    vni,
-                    src,
-                    LogStatus::SkipData,
-                    w,
-                    w + interval - 1,
-                ));
-                m.skipdata_records.fetch_add(1, Relaxed);
-            }
-            recs
-        };
     loop {
         let disconnected = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(Report::Seen(v)) => {
@@ -610,41 +595,83 @@ fn run_housekeeping(
         };
         let now_s = now_ns() / NS;
         while now_s >= next_window + interval + WINDOW_SETTLE_S {
-            let w = next_window;
-            let mut recs = skipdata(&mut drops, Some(w));
             let (sessions, _, configured) = shared.get();
-            for s in configured.iter() {
-                let active = seen.iter().any(|((vni, src), sw)| {
-                    *sw == w
-                        && *vni == Some(s.vni)
-                        && (s.mirror_source.is_none() || *src == s.mirror_source)
-                });
-                if !active {
-                    let iface = sessions
-                        .lookup(Some(s.vni), s.mirror_source)
-                        .map(|e| e.info.clone());
-                    recs.push(FlowRecord::status_only(
-                        iface,
-                        Some(s.vni),
-                        s.mirror_source,
-                        LogStatus::NoData,
-                        w,
-                        w + interval - 1,
-                    ));
-                    m.nodata_records.fetch_add(1, Relaxed);
-                }
-            }
-            seen.retain(|(_, sw)| *sw > w);
-            emit(recs);
+            emit(close_window(
+                next_window,
+                interval,
+                &mut seen,
+                &mut drops,
+                &sessions,
+                &configured,
+            ));
             next_window += interval;
         }
         if disconnected {
             // Shutdown: drops of unfinished windows still become SKIPDATA records, so
             // every drop stays visible in the output.
-            emit(skipdata(&mut drops, None));
+            let sessions = shared.get().0;
+            emit(skipdata_records(&mut drops, None, interval, &sessions));
             break;
         }
     }
+}
+
+/// SKIPDATA records for the drops of windows up to `upto` (all when `None`).
+fn skipdata_records(
+    drops: &mut HashMap<(SessionKey, u64), u64>,
+    upto: Option<u64>,
+    interval: u64,
+    sessions: &SessionMap,
+) -> Vec<FlowRecord> {
+    let mut due: Vec<_> = drops
+        .keys()
+        .filter(|(_, w)| upto.is_none_or(|u| *w <= u))
+        .copied()
+        .collect();
+    due.sort();
+    due.into_iter()
+        .map(|k| {
+            drops.remove(&k);
+            let ((vni, src), w) = k;
+            let iface = sessions.lookup(vni, src).map(|s| s.info.clone());
+            FlowRecord::status_only(iface, vni, src, LogStatus::SkipData, w, w + interval - 1)
+        })
+        .collect()
+}
+
+/// The interface-level records of window `w`: SKIPDATA where packets were dropped,
+/// NODATA for each configured session that sent nothing (aws-spec §2.4 log-status).
+fn close_window(
+    w: u64,
+    interval: u64,
+    seen: &mut HashSet<(SessionKey, u64)>,
+    drops: &mut HashMap<(SessionKey, u64), u64>,
+    sessions: &SessionMap,
+    configured: &[SessionConfig],
+) -> Vec<FlowRecord> {
+    let mut recs = skipdata_records(drops, Some(w), interval, sessions);
+    for s in configured {
+        let active = seen.iter().any(|((vni, src), sw)| {
+            *sw == w
+                && *vni == Some(s.vni)
+                && (s.mirror_source.is_none() || *src == s.mirror_source)
+        });
+        if !active {
+            let iface = sessions
+                .lookup(Some(s.vni), s.mirror_source)
+                .map(|e| e.info.clone());
+            recs.push(FlowRecord::status_only(
+                iface,
+                Some(s.vni),
+                s.mirror_source,
+                LogStatus::NoData,
+                w,
+                w + interval - 1,
+            ));
+        }
+    }
+    seen.retain(|(_, sw)| *sw > w);
+    recs
 }
 
 fn run_writer(
@@ -792,6 +819,78 @@ async fn handle_http(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_close_gives_nodata_and_skipdata() {
+        let configured = vec![
+            SessionConfig {
+                vni: 1,
+                interface_id: Some("eni-1".into()),
+                ..Default::default()
+            },
+            SessionConfig {
+                vni: 2,
+                interface_id: Some("eni-2".into()),
+                ..Default::default()
+            },
+        ];
+        let sessions = SessionMap::new(&configured);
+        let src: Option<IpAddr> = Some("10.0.0.5".parse().unwrap());
+        let mut seen: HashSet<(SessionKey, u64)> = [((Some(1), src), 600)].into_iter().collect();
+        let mut drops: HashMap<(SessionKey, u64), u64> =
+            [(((Some(1), src), 600), 42)].into_iter().collect();
+        let recs = close_window(600, 600, &mut seen, &mut drops, &sessions, &configured);
+        assert_eq!(recs.len(), 2);
+        assert_eq!(recs[0].log_status, LogStatus::SkipData);
+        assert_eq!(recs[0].vni, Some(1));
+        assert_eq!(recs[1].log_status, LogStatus::NoData);
+        assert_eq!(recs[1].vni, Some(2));
+        assert_eq!((recs[1].start, recs[1].end), (600, 1199));
+        assert_eq!(
+            recs[1].interface.as_ref().unwrap().interface_id.as_deref(),
+            Some("eni-2")
+        );
+        assert!(seen.is_empty() && drops.is_empty());
+        let mut s = String::new();
+        crate::record::RecordFormat::default_text().write(&recs[1], &mut s);
+        assert_eq!(s, "2 - eni-2 - - - - - - - 600 1199 - NODATA\n");
+    }
+
+    #[test]
+    fn full_queue_drops_and_counts_per_window() {
+        let (tx, _rx) = bounded::<Batch>(1);
+        let mut d = Dispatcher::with_overflow(
+            vec![tx],
+            Arc::new(SessionMap::default()),
+            Overflow::Drop,
+            60,
+        );
+        let frame = crate::decap::tests_support::aws_frame();
+        let dec = crate::decap::decapsulate(
+            &frame,
+            crate::ingest::LinkType::Ethernet,
+            TunnelPorts::default(),
+        )
+        .unwrap();
+        let view = parse::view(&frame, &dec).unwrap();
+        let mut stats = IngestStats::default();
+        for i in 0..3u64 {
+            d.push(&dec.ctx, &view, (120 + i) * NS, &mut stats);
+            d.flush();
+        }
+        // The first batch fits the queue, the next two are dropped, never blocking.
+        assert_eq!(d.dispatched_packets, 1);
+        assert_eq!(d.dropped_packets, vec![2]);
+        let drops = d.take_drops();
+        assert_eq!(
+            drops,
+            vec![(
+                (Some(5_569_041), Some("172.31.0.238".parse().unwrap())),
+                120,
+                2
+            )]
+        );
+    }
 
     #[test]
     fn allowlist_by_cidr_and_vni() {

@@ -78,7 +78,7 @@ impl RecordWriter {
 pub enum Sink {
     Stream(RecordWriter),
     Files {
-        files: files::RotatingFiles,
+        files: Box<files::RotatingFiles>,
         format: RecordFormat,
         line: String,
         written: u64,
