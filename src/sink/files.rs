@@ -101,10 +101,9 @@ impl RotatingFiles {
             .join(format!("{d:02}"));
         fs::create_dir_all(&dir)?;
         self.seq += 1;
-        // AWS ends the name with a random hash; ours is unique per process and file.
-        let hash = (u64::from(std::process::id()) << 32 ^ self.seq ^ now_s)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            >> 32;
+        // AWS ends the name with a random hash; ours mixes process, file number and time,
+        // so names never repeat within a run (or across restarts in the same minute).
+        let hash = mix(mix(u64::from(std::process::id())) ^ mix(self.seq) ^ now_s) >> 32;
         let ext = match self.format.kind() {
             OutputKind::Text => "log.gz",
             OutputKind::Json => "json.gz",
@@ -114,6 +113,10 @@ impl RotatingFiles {
             c.account_id, c.region, c.flow_log_id
         );
         let final_path = dir.join(&name);
+        if final_path.exists() {
+            // Never replace a completed file: take the next number instead.
+            return self.open(now_s);
+        }
         let partial = dir.join(format!(".{name}.partial"));
         let mut gz = GzEncoder::new(
             BufWriter::new(File::create(&partial)?),
@@ -134,6 +137,14 @@ impl RotatingFiles {
         });
         Ok(())
     }
+}
+
+/// splitmix64's finaliser: a cheap bijective mix.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 pub fn unix_now() -> u64 {
