@@ -379,3 +379,59 @@ fn quantiles(s: &mut String, name: &str, help: &str, h: &Histogram<u64>, unit: f
     }
     let _ = writeln!(s, "{name}_count {}", h.len());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(queue: usize) -> ServeMetrics {
+        let now = now_ns();
+        let r = Arc::new(ReceiverMetrics::new(1));
+        r.heartbeat_ns.store(now, Relaxed);
+        let w = Arc::new(WorkerMetrics::default());
+        w.heartbeat_ns.store(now, Relaxed);
+        let sink = Arc::new(SinkMetrics::default());
+        sink.heartbeat_ns.store(now, Relaxed);
+        ServeMetrics {
+            receivers: vec![r],
+            workers: vec![w],
+            sink,
+            queue_len: vec![Box::new(move || queue)],
+            queue_capacity: 64,
+            nodata_records: AtomicU64::new(0),
+            skipdata_records: AtomicU64::new(0),
+        }
+    }
+
+    #[test]
+    fn health_follows_threads_and_queues() {
+        assert_eq!(metrics(3).health(now_ns()), (true, "ok".into()));
+        let (ok, why) = metrics(60).health(now_ns());
+        assert!(!ok && why.contains("queue saturated"), "{why}");
+        let m = metrics(0);
+        m.workers[0].exited.store(1, Relaxed);
+        assert!(!m.health(now_ns()).0);
+        let m = metrics(0);
+        assert!(
+            !m.health(now_ns() + 2 * HEARTBEAT_STALE_NS).0,
+            "a silent thread is dead"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_is_well_formed() {
+        let m = metrics(0);
+        m.receivers[0]
+            .per_vni
+            .lock()
+            .unwrap()
+            .insert(77, [3, 3, 180]);
+        let text = m.render();
+        assert!(text.contains("mirrorflow_bytes_total{vni=\"77\"} 180\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+            assert!(series.starts_with("mirrorflow_"), "{line}");
+        }
+    }
+}
