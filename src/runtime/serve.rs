@@ -22,9 +22,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::{Config, SessionConfig, SessionMap};
 use crate::decap::{decapsulate_datagram, TunnelPorts};
-use crate::dispatch::{Batch, Dispatcher, Overflow, SessionKey, QUEUE_BATCHES};
+use crate::dispatch::{Batch, Dispatcher, Overflow, SessionKey};
 use crate::flow::FlowTable;
-use crate::ingest::udp::{BatchReceiver, TunnelSocket};
+use crate::ingest::udp::{BatchReceiver, TunnelSocket, RECV_BATCH};
 use crate::parse;
 use crate::record::{FlowRecord, LogStatus, RecordFormat};
 use crate::sink::Sink;
@@ -34,6 +34,10 @@ use crate::telemetry::metrics::{
 use crate::telemetry::IngestStats;
 
 const NS: u64 = 1_000_000_000;
+/// Batches that may wait in one worker's queue in `serve`: about 64k packets, a few
+/// tens of milliseconds of a busy link, so a worker that loses its core for a moment
+/// (to the writer, another process) does not cost drops.
+const SERVE_QUEUE_BATCHES: usize = 256;
 /// How often threads publish metrics and look for a reloaded configuration.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// A window's NODATA/SKIPDATA verdict waits this long after the window ends, so the
@@ -229,7 +233,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
     let mut worker_metrics = Vec::new();
     let mut worker_threads = Vec::new();
     for w in 0..workers {
-        let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
+        let (tx, rx) = bounded::<Batch>(SERVE_QUEUE_BATCHES);
         senders.push(tx);
         let probe = rx.clone();
         queue_len.push(Box::new(move || probe.len()));
@@ -274,7 +278,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         workers: worker_metrics,
         sink: sink_metrics.clone(),
         queue_len,
-        queue_capacity: QUEUE_BATCHES,
+        queue_capacity: SERVE_QUEUE_BATCHES,
         nodata_records: AtomicU64::new(0),
         skipdata_records: AtomicU64::new(0),
     });
@@ -445,7 +449,12 @@ fn run_receiver(mut rx: BatchReceiver, c: ReceiverCtx) {
                         }
                         dispatcher.push(&dec.ctx, &view, now, &mut ingest);
                     }
-                    dispatcher.flush();
+                    // Under load the socket returns full batches: let worker batches fill
+                    // up (fewer, larger hand-overs). Once the socket is drained, hand over
+                    // what is pending so a quiet link adds no latency.
+                    if datagrams.len() < RECV_BATCH {
+                        dispatcher.flush();
+                    }
                 }
                 Err(e) => {
                     if errors_logged < 10 {
