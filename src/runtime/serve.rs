@@ -308,6 +308,10 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
             reopen.store(true, Relaxed);
             if let Some(path) = &opts.config_path {
                 match Config::load(path) {
+                    Ok(c) if c.serve.allow_sources.is_empty() => eprintln!(
+                        "mirrorflow: SIGHUP: keeping the running sessions: {}: key 'serve.allow-sources' is empty",
+                        path.display()
+                    ),
                     Ok(c) => {
                         shared.replace(&c);
                         eprintln!(
