@@ -19,22 +19,6 @@ struct Appliance {
     control: String,
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn curl(url: &str) -> (u16, String) {
     let o = Command::new("curl")
         .args(["-s", "-m", "5", "-o", "-", "-w", "\n%{http_code}", url])
@@ -46,14 +30,12 @@ fn curl(url: &str) -> (u16, String) {
 }
 
 impl Appliance {
-    /// Starts `serve` with `extra` TOML appended to a loopback config.
+    /// Starts `serve` with `extra` TOML appended to a loopback config. Ports are 0: the
+    /// appliance binds free ones and prints them, so parallel tests never collide.
     fn start(name: &str, extra: &str) -> Appliance {
         let dir = scratch(name);
-        let vxlan_port = free_udp_port();
-        let control = format!("127.0.0.1:{}", free_tcp_port());
         let config = format!(
-            "[capture]\nvxlan-port = {vxlan_port}\ngeneve-port = {}\n[serve]\nlisten = \"127.0.0.1\"\ncontrol = \"{control}\"\nrecv-buffer = 4194304\n{extra}",
-            free_udp_port()
+            "[capture]\nvxlan-port = 0\ngeneve-port = 0\n[serve]\nlisten = \"127.0.0.1\"\ncontrol = \"127.0.0.1:0\"\nrecv-buffer = 4194304\n{extra}"
         );
         std::fs::write(dir.join("mirrorflow.toml"), config).unwrap();
         let child = Command::new(bin())
@@ -66,13 +48,30 @@ impl Appliance {
             .stderr(Stdio::from(File::create(dir.join("stderr")).unwrap()))
             .spawn()
             .unwrap();
-        let a = Appliance {
+        let mut a = Appliance {
             child: Some(child),
             dir,
-            vxlan_port,
-            control,
+            vxlan_port: 0,
+            control: String::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
+        // "mirrorflow: receiving VXLAN on 127.0.0.1:P, GENEVE on ...; control on http://ADDR"
+        loop {
+            let err = a.stderr();
+            if let Some(line) = err.lines().find(|l| l.contains("receiving VXLAN on")) {
+                a.vxlan_port = line
+                    .split("VXLAN on ")
+                    .nth(1)
+                    .and_then(|r| r.split([',', ' ']).next())
+                    .and_then(|hp| hp.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .unwrap();
+                a.control = line.rsplit("http://").next().unwrap().trim().to_string();
+                break;
+            }
+            assert!(Instant::now() < deadline, "serve did not start: {err}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         while curl(&a.url("/healthz")).0 != 200 {
             assert!(
                 Instant::now() < deadline,
@@ -291,10 +290,33 @@ fn sender_outside_the_allowlist_makes_no_records() {
             "metrics lack {family}"
         );
     }
+    // SIGHUP reloads the allowlist: once loopback is allowed, the same traffic counts.
+    let cfg_path = a.dir.join("mirrorflow.toml");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("192.0.2.0/24", "127.0.0.0/8");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    a.signal("-HUP");
+    let small = a.dir.join("small.pcap");
+    gen(&small, &["--flows", "2", "--seed", "5"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.metric("mirrorflow_datagrams_total{vni=\"77\"}") == 0 && Instant::now() < deadline {
+        a.send(&small, &["--vni", "77"]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     let (code, out, stderr) = a.stop();
     assert_eq!(code, Some(0), "{stderr}");
-    assert!(out.is_empty(), "no records from a forbidden sender: {out}");
-    assert_eq!(summary(&stderr, "datagrams rejected"), 1591);
+    assert!(stderr.contains("SIGHUP: reloaded sessions"), "{stderr}");
+    // The sample, plus any small sends that raced the reload, were refused.
+    assert!(summary(&stderr, "datagrams rejected") >= 1591);
+    let recs = records(&out);
+    assert!(
+        !recs.is_empty(),
+        "after the reload the sender's traffic makes records"
+    );
+    assert!(recs
+        .iter()
+        .all(|r| r["vni"] == 77 && r["mirror-source"] == "127.0.0.1"));
 }
 
 #[test]

@@ -42,6 +42,13 @@ impl TunnelSocket {
         socket.set_read_timeout(Some(RECV_TIMEOUT))?;
         socket.bind(&SockAddr::from(addr))?;
         let granted_recv_buffer = socket.recv_buffer_size().unwrap_or(0);
+        // With port 0 the kernel picked one: record the real port.
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .unwrap_or(port);
         Ok(TunnelSocket {
             socket,
             port,
@@ -49,14 +56,9 @@ impl TunnelSocket {
         })
     }
 
-    /// The local address (useful when bound to port 0 in tests).
+    /// The bound port (the kernel's choice when bound to port 0).
     pub fn local_port(&self) -> u16 {
-        self.socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map(|a| a.port())
-            .unwrap_or(self.port)
+        self.port
     }
 }
 

@@ -173,10 +173,14 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
 
     // Sockets and the control port first: a bind error ends the start cleanly.
     let mut sockets = Vec::new();
-    for port in [ports.vxlan, ports.geneve] {
+    let mut bound_ports = Vec::new();
+    for wanted in [ports.vxlan, ports.geneve] {
+        // Port 0: the first socket gets a free port, the other receivers share it.
+        let mut port = wanted;
         for _ in 0..cfg.serve.receivers {
             let s = TunnelSocket::bind(cfg.serve.listen, port, cfg.serve.recv_buffer)
                 .map_err(|e| format!("cannot bind UDP {}:{port}: {e}", cfg.serve.listen))?;
+            port = s.local_port();
             // Linux reports twice the usable size it granted.
             if s.granted_recv_buffer / 2 < cfg.serve.recv_buffer {
                 eprintln!(
@@ -187,13 +191,21 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
             }
             sockets.push(s);
         }
+        bound_ports.push(port);
     }
+    let ports = TunnelPorts {
+        vxlan: bound_ports[0],
+        geneve: bound_ports[1],
+    };
     let control = std::net::TcpListener::bind(cfg.serve.control).map_err(|e| {
         format!(
             "key 'serve.control' = \"{}\": cannot bind: {e}",
             cfg.serve.control
         )
     })?;
+    let control_addr = control
+        .local_addr()
+        .map_err(|e| format!("control port: {e}"))?;
 
     let sink = match cfg.sink.kind.as_str() {
         "files" => Sink::Files {
@@ -296,6 +308,13 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         spawn("mf-control", move || run_control(control, m, stop))?
     };
 
+    eprintln!(
+        "mirrorflow: receiving VXLAN on {listen}:{}, GENEVE on {listen}:{}; control on http://{}",
+        ports.vxlan,
+        ports.geneve,
+        control_addr,
+        listen = cfg.serve.listen,
+    );
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("receiving"),
@@ -326,12 +345,26 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         if watchdog.is_some_and(|w| last_ping.elapsed() >= w / 2) {
             // Only a healthy appliance pets the watchdog, so systemd restarts a wedged one.
             if serve_metrics.health(now_ns()).0 {
+                eprintln!(
+        "mirrorflow: receiving VXLAN on {listen}:{}, GENEVE on {listen}:{}; control on http://{}",
+        ports.vxlan,
+        ports.geneve,
+        control_addr,
+        listen = cfg.serve.listen,
+    );
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             last_ping = Instant::now();
         }
     }
 
+    eprintln!(
+        "mirrorflow: receiving VXLAN on {listen}:{}, GENEVE on {listen}:{}; control on http://{}",
+        ports.vxlan,
+        ports.geneve,
+        control_addr,
+        listen = cfg.serve.listen,
+    );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     receiver_stop.store(true, Relaxed);
     let join_err = |what: &str| format!("the {what} thread panicked");
