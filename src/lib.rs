@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod decap;
+pub mod dissect;
 pub mod dispatch;
 pub mod flow;
 pub mod gen;

@@ -122,6 +122,7 @@ impl Dispatcher {
         ctx: &MirrorContext,
         v: &PacketView,
         ts_ns: u64,
+        payload: bytes::Bytes,
         stats: &mut IngestStats,
     ) {
         let (mut src_port, mut dst_port) = (v.src_port, v.dst_port);
@@ -152,6 +153,8 @@ impl Dispatcher {
             truncated: v.truncated,
             direction,
             seq: self.seq,
+            tcp_seq: v.tcp_seq,
+            payload,
         };
         self.seq += 1;
         let w = (key.symmetric_hash() % self.workers.len() as u64) as usize;

@@ -5,13 +5,15 @@
 pub mod conn_state;
 pub mod table;
 
+use bytes::Bytes;
+
 use crate::parse::{FlowKey, Side};
 use crate::record::FlowDirection;
 
 pub use table::{FlowTable, FlowTableStats};
 
 /// What a worker needs of one packet: its flow, side, time and the counted facts.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct FlowPacket {
     pub key: FlowKey,
     pub side: Side,
@@ -26,4 +28,9 @@ pub struct FlowPacket {
     pub direction: Option<FlowDirection>,
     /// Arrival order, so records come out in a stable order.
     pub seq: u64,
+    /// TCP sequence number of the segment (0 otherwise).
+    pub tcp_seq: u32,
+    /// Transport payload as captured: a slice of the capture or receive slab, not a
+    /// copy; empty when there is none.
+    pub payload: Bytes,
 }

@@ -292,6 +292,8 @@ mod tests {
             truncated: false,
             direction: None,
             seq,
+            tcp_seq: 0,
+            payload: bytes::Bytes::new(),
         }
     }
 

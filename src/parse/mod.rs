@@ -45,6 +45,8 @@ pub struct PacketView {
     pub ip_len: u32,
     /// Raw TCP flags byte (FIN 0x01 ... CWR 0x80), 0 for other protocols.
     pub tcp_flags: u8,
+    /// TCP sequence number (0 for other protocols), for stream reassembly.
+    pub tcp_seq: u32,
     /// Fewer bytes captured than the IP header says were sent.
     pub truncated: bool,
     pub fragment: Fragment,
@@ -146,6 +148,7 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
         ports_known: false,
         ip_len: ip_len as u32,
         tcp_flags: 0,
+        tcp_seq: 0,
         truncated: ip_payload.incomplete,
         fragment,
         src_mac,
@@ -169,6 +172,7 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
             v.dst_port = tcp.destination_port();
             v.ports_known = true;
             v.tcp_flags = tcp.slice().get(13).copied().unwrap_or(0);
+            v.tcp_seq = tcp.sequence_number();
             v.payload = offset_of(tcp.payload());
         }
         Some(TransportSlice::Udp(udp)) => {

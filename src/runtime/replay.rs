@@ -198,7 +198,14 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
             ingest.packets += 1;
             ingest.truncated += u64::from(view.truncated);
             ingest.tunnelled += u64::from(d.ctx.tunnel != Tunnel::None);
-            dispatcher.push(&d.ctx, &view, frame.ts_ns, &mut ingest);
+            // The payload is a slice of the mapped file: a reference count, no copy.
+            let payload = if view.payload.1 > 0 {
+                let start = frame.data.as_ptr() as usize - file.bytes().as_ptr() as usize + view.payload.0 as usize;
+                file.bytes().slice(start..start + view.payload.1 as usize)
+            } else {
+                bytes::Bytes::new()
+            };
+            dispatcher.push(&d.ctx, &view, frame.ts_ns, payload, &mut ingest);
         }
         done_bytes += file.bytes().len() as u64;
     }

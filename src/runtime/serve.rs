@@ -484,7 +484,13 @@ fn run_receiver(mut rx: BatchReceiver, c: ReceiverCtx) {
                             seen.insert(key, window);
                             newly_seen.push((key, window));
                         }
-                        dispatcher.push(&dec.ctx, &view, now, &mut ingest);
+                        let payload = if view.payload.1 > 0 {
+                            let start = d.offset + view.payload.0 as usize;
+                            slab.slice(start..start + view.payload.1 as usize)
+                        } else {
+                            bytes::Bytes::new()
+                        };
+                        dispatcher.push(&dec.ctx, &view, now, payload, &mut ingest);
                     }
                     // Under load the socket returns full batches: let worker batches fill
                     // up (fewer, larger hand-overs). Once the socket is drained, hand over
@@ -921,7 +927,7 @@ mod tests {
         let view = parse::view(&frame, &dec).unwrap();
         let mut stats = IngestStats::default();
         for i in 0..3u64 {
-            d.push(&dec.ctx, &view, (120 + i) * NS, &mut stats);
+            d.push(&dec.ctx, &view, (120 + i) * NS, bytes::Bytes::new(), &mut stats);
             d.flush();
         }
         // The first batch fits the queue, the next two are dropped, never blocking.
