@@ -79,6 +79,9 @@ enum Command {
         /// Do not print the summary at the end
         #[arg(long, short)]
         quiet: bool,
+        /// Flow records only: no payload inspection
+        #[arg(long)]
+        no_inspect: bool,
     },
     /// Run the appliance: receive VXLAN/GENEVE mirror traffic, write flow-log records
     Serve {
@@ -162,6 +165,7 @@ pub fn run() -> i32 {
             vxlan_port,
             geneve_port,
             quiet,
+            no_inspect,
         } => {
             let config = match config {
                 Some(path) => match Config::load(&path) {
@@ -221,6 +225,11 @@ pub fn run() -> i32 {
                 workers,
                 interval_s: capture.interval,
                 timeouts: config.timeouts.clone(),
+                inspect: if no_inspect {
+                    mirrorflow::config::InspectConfig { enabled: false, ..config.inspect.clone() }
+                } else {
+                    config.inspect.clone()
+                },
                 ports: TunnelPorts {
                     vxlan: capture.vxlan_port,
                     geneve: capture.geneve_port,

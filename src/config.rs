@@ -61,6 +61,24 @@ impl Default for Timeouts {
     }
 }
 
+/// Payload inspection (dissectors).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct InspectConfig {
+    pub enabled: bool,
+    /// Bytes of each direction reassembled and offered to the dissectors.
+    pub max_bytes: usize,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        InspectConfig {
+            enabled: true,
+            max_bytes: crate::dissect::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct OutputConfig {
@@ -166,6 +184,7 @@ pub struct Config {
     pub output: OutputConfig,
     pub serve: ServeConfig,
     pub sink: SinkConfig,
+    pub inspect: InspectConfig,
     #[serde(rename = "session")]
     pub sessions: Vec<SessionConfig>,
 }
@@ -253,6 +272,12 @@ impl Config {
             if v.is_empty() || v.contains(['/', '_', ' ']) {
                 return Err(format!("key '{key}' = \"{v}\": must be non-empty without '/', '_' or spaces (it names S3-style paths)"));
             }
+        }
+        if self.inspect.max_bytes == 0 || self.inspect.max_bytes > 1 << 20 {
+            return Err(format!(
+                "key 'inspect.max-bytes' = {}: must be between 1 and 1048576",
+                self.inspect.max_bytes
+            ));
         }
         if self.sink.rotate_seconds == 0 || self.sink.rotate_bytes == 0 {
             return Err(

@@ -154,6 +154,7 @@ impl Dispatcher {
             direction,
             seq: self.seq,
             tcp_seq: v.tcp_seq,
+            icmp: v.icmp,
             payload,
         };
         self.seq += 1;

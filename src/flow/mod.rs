@@ -30,6 +30,8 @@ pub struct FlowPacket {
     pub seq: u64,
     /// TCP sequence number of the segment (0 otherwise).
     pub tcp_seq: u32,
+    /// ICMP type and code.
+    pub icmp: Option<(u8, u8)>,
     /// Transport payload as captured: a slice of the capture or receive slab, not a
     /// copy; empty when there is none.
     pub payload: Bytes,

@@ -15,7 +15,9 @@ use rustc_hash::FxHashMap;
 
 use super::conn_state::ConnTracker;
 use super::FlowPacket;
-use crate::config::{SessionMap, Timeouts};
+use crate::config::{InspectConfig, SessionMap, Timeouts};
+use crate::dissect::community_id::community_id;
+use crate::dissect::{AppFacts, Inspector};
 use crate::parse::{FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::record::{aws_tcp_flags, FlowDirection, FlowRecord, InterfaceInfo, LogStatus};
 
@@ -49,6 +51,13 @@ struct Flow {
     /// Arrival order of the flow's first packet: orders records deterministically.
     first_seq: u64,
     interface: Option<Arc<InterfaceInfo>>,
+    /// Payload inspection while it runs; dropped once every dissector has decided.
+    inspect: Option<Box<Inspector>>,
+    /// What inspection learned, shared by every record of the connection.
+    facts: Option<Arc<AppFacts>>,
+    inspected: bool,
+    /// ICMP type and code of the first packet (for Community ID).
+    icmp: Option<(u8, u8)>,
 }
 
 impl Flow {
@@ -66,6 +75,8 @@ pub struct FlowTableStats {
     pub packets: u64,
     pub bytes: u64,
     pub truncated_packets: u64,
+    /// Connections whose inspection ended at a hole or a truncated segment.
+    pub inspect_gaps: u64,
 }
 
 pub struct FlowTable {
@@ -75,6 +86,7 @@ pub struct FlowTable {
     sessions: Arc<SessionMap>,
     next_sweep_ns: u64,
     stats: FlowTableStats,
+    inspect: InspectConfig,
 }
 
 // Index into `timeouts`.
@@ -86,6 +98,15 @@ const T_OTHER: usize = 4;
 
 impl FlowTable {
     pub fn new(interval_s: u64, timeouts: &Timeouts, sessions: Arc<SessionMap>) -> FlowTable {
+        Self::with_inspection(interval_s, timeouts, sessions, InspectConfig { enabled: false, ..Default::default() })
+    }
+
+    pub fn with_inspection(
+        interval_s: u64,
+        timeouts: &Timeouts,
+        sessions: Arc<SessionMap>,
+        inspect: InspectConfig,
+    ) -> FlowTable {
         FlowTable {
             flows: FxHashMap::default(),
             interval_s: interval_s.max(1),
@@ -99,6 +120,7 @@ impl FlowTable {
             sessions,
             next_sweep_ns: 0,
             stats: FlowTableStats::default(),
+            inspect,
         }
     }
 
@@ -148,6 +170,7 @@ impl FlowTable {
                 let timeout = timeout_ns(&self.timeouts, &p.key, &f.conn);
                 if p.ts_ns > f.last_ns.saturating_add(timeout) {
                     // Idle past its timeout: that connection is over, this is a new one.
+                    finish_inspection(f, stats);
                     emit(&p.key, f, out, stats);
                     stats.idle_expired += 1;
                     stats.flows_created += 1;
@@ -189,6 +212,20 @@ impl FlowTable {
         }
         flow.conn.observe(p.side, p.tcp_flags);
         flow.last_ns = flow.last_ns.max(p.ts_ns);
+        if flow.icmp.is_none() {
+            flow.icmp = p.icmp;
+        }
+        if self.inspect.enabled && !flow.inspected {
+            let insp = flow.inspect.get_or_insert_with(|| {
+                let client = flow.conn.originator();
+                let server_port = p.key.endpoints(client).1 .1;
+                Box::new(Inspector::new(client, server_port, self.inspect.max_bytes))
+            });
+            insp.packet(&p.key, p.side, p.tcp_flags, p.tcp_seq, &p.payload, p.truncated);
+            if insp.done() {
+                finish_inspection(flow, &mut self.stats);
+            }
+        }
     }
 
     /// Emits the records of windows that ended and of idle connections, as of `now_ns`.
@@ -209,6 +246,7 @@ impl FlowTable {
         for (_, key, idle) in due {
             if idle {
                 if let Some(mut f) = self.flows.remove(&key) {
+                    finish_inspection(&mut f, &mut self.stats);
                     emit(&key, &mut f, out, &mut self.stats);
                     self.stats.idle_expired += 1;
                 }
@@ -224,6 +262,7 @@ impl FlowTable {
         let mut all: Vec<(FlowKey, Flow)> = self.flows.drain().collect();
         all.sort_unstable_by_key(|(_, f)| f.first_seq);
         for (key, mut f) in all {
+            finish_inspection(&mut f, &mut self.stats);
             emit(&key, &mut f, out, &mut self.stats);
         }
     }
@@ -237,7 +276,32 @@ fn new_flow(window: u64, seq: u64, interface: Option<Arc<InterfaceInfo>>) -> Flo
         last_ns: 0,
         first_seq: seq,
         interface,
+        inspect: None,
+        facts: None,
+        inspected: false,
+        icmp: None,
     }
+}
+
+/// Ends a connection's inspection: final findings, buffers freed, facts kept.
+fn finish_inspection(f: &mut Flow, stats: &mut FlowTableStats) {
+    if let Some(mut insp) = f.inspect.take() {
+        insp.close();
+        stats.inspect_gaps += u64::from(insp.gap);
+        f.facts = Some(Arc::new(std::mem::take(&mut insp.facts)));
+    }
+    f.inspected = f.facts.is_some() || f.inspected;
+}
+
+/// The connection's facts as of now (a snapshot while inspection still runs).
+fn current_facts(f: &mut Flow) -> Option<Arc<AppFacts>> {
+    if let Some(insp) = &mut f.inspect {
+        if insp.dirty || f.facts.is_none() {
+            insp.dirty = false;
+            f.facts = Some(Arc::new(insp.facts.clone()));
+        }
+    }
+    f.facts.clone().filter(|a| **a != AppFacts::default())
 }
 
 /// Appends one record per side that carried traffic in the flow's current window,
@@ -245,6 +309,13 @@ fn new_flow(window: u64, seq: u64, interface: Option<Arc<InterfaceInfo>>) -> Flo
 fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut FlowTableStats) {
     let conn_state = f.conn.state(key.protocol);
     let orig = f.conn.originator();
+    let app = current_facts(f);
+    let ((oa, op), (ra, rp)) = key.endpoints(orig);
+    let cid = match (key.protocol, f.icmp) {
+        (1 | 58, Some((t, c))) => community_id(0, oa, ra, key.protocol, u16::from(t), u16::from(c)),
+        _ => community_id(0, oa, ra, key.protocol, op, rp),
+    };
+    let cid: Arc<str> = Arc::from(cid);
     for side in [orig, orig.other()] {
         let c = f.sides[side.index()];
         if c.packets == 0 {
@@ -269,6 +340,8 @@ fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut Flow
             flow_direction: c.direction,
             conn_state,
             truncated_packets: c.truncated,
+            app: app.clone(),
+            community_id: Some(cid.clone()),
         });
         stats.records += 1;
     }
@@ -293,6 +366,7 @@ mod tests {
             direction: None,
             seq,
             tcp_seq: 0,
+            icmp: None,
             payload: bytes::Bytes::new(),
         }
     }

@@ -47,6 +47,8 @@ pub struct PacketView {
     pub tcp_flags: u8,
     /// TCP sequence number (0 for other protocols), for stream reassembly.
     pub tcp_seq: u32,
+    /// ICMP/ICMPv6 type and code (Community ID needs them; AWS's ports stay 0).
+    pub icmp: Option<(u8, u8)>,
     /// Fewer bytes captured than the IP header says were sent.
     pub truncated: bool,
     pub fragment: Fragment,
@@ -149,6 +151,7 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
         ip_len: ip_len as u32,
         tcp_flags: 0,
         tcp_seq: 0,
+        icmp: None,
         truncated: ip_payload.incomplete,
         fragment,
         src_mac,
@@ -182,6 +185,8 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
             v.payload = offset_of(udp.payload());
         }
         // AWS writes 0 for both ports of ICMP, ICMPv6 and every other protocol.
+        Some(TransportSlice::Icmpv4(i)) => v.icmp = Some((i.type_u8(), i.code_u8())),
+        Some(TransportSlice::Icmpv6(i)) => v.icmp = Some((i.type_u8(), i.code_u8())),
         Some(_) => {}
         None => {
             // Transport header cut short (mirror truncation, snap length) or a first

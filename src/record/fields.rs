@@ -71,6 +71,31 @@ fields! {
     MirrorSource => "mirror-source", 0;
     ConnState => "conn-state", 0;
     TruncatedPackets => "truncated-packets", 0;
+    AppProtocol => "app-protocol", 0;
+    CommunityId => "community-id", 0;
+    TlsSni => "tls-sni", 0;
+    TlsVersion => "tls-version", 0;
+    TlsAlpn => "tls-alpn", 0;
+    TlsCipher => "tls-cipher", 0;
+    TlsJa3 => "tls-ja3", 0;
+    TlsJa3s => "tls-ja3s", 0;
+    TlsJa4 => "tls-ja4", 0;
+    HttpMethod => "http-method", 0;
+    HttpHost => "http-host", 0;
+    HttpUri => "http-uri", 0;
+    HttpUserAgent => "http-user-agent", 0;
+    HttpStatus => "http-status", 0;
+    HttpContentType => "http-content-type", 0;
+    HttpRequests => "http-requests", 0;
+    DnsQuery => "dns-query", 0;
+    DnsQtype => "dns-qtype", 0;
+    DnsRcode => "dns-rcode", 0;
+    DnsAnswers => "dns-answers", 0;
+    SshClient => "ssh-client", 0;
+    SshServer => "ssh-server", 0;
+    SshHassh => "ssh-hassh", 0;
+    SshHasshServer => "ssh-hassh-server", 0;
+    Findings => "findings", 0;
 }
 
 /// AWS's default format: the fourteen version-2 fields in order (aws-spec §2.3).

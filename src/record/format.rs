@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::fields::{FormatField, DEFAULT_FORMAT};
 use super::{Field, FlowRecord, LogStatus};
+use crate::dissect::{AppFacts, Finding};
 
 /// Text or JSON lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,7 +193,46 @@ impl RecordFormat {
             Field::MirrorSource => return r.mirror_source.map(Value::Ip),
             Field::ConnState => Value::Str(r.conn_state),
             Field::TruncatedPackets => Value::Num(r.truncated_packets),
+            Field::CommunityId => return r.community_id.as_deref().map(Value::Str),
+            _ => return app_value(r.app.as_deref()?, field),
         })
+    }
+}
+
+/// The value of a payload-fact field.
+fn app_value(a: &AppFacts, field: Field) -> Option<Value<'_>> {
+    fn s(v: &Option<String>) -> Option<Value<'_>> {
+        v.as_deref().map(Value::Str)
+    }
+    fn list(v: &[String]) -> Option<Value<'_>> {
+        (!v.is_empty()).then_some(Value::List(v))
+    }
+    match field {
+        Field::AppProtocol => a.app_protocol.map(Value::Str),
+        Field::TlsSni => s(&a.tls_sni),
+        Field::TlsVersion => s(&a.tls_version),
+        Field::TlsAlpn => list(&a.tls_alpn),
+        Field::TlsCipher => a.tls_cipher.map(|c| Value::Num(u64::from(c))),
+        Field::TlsJa3 => s(&a.tls_ja3),
+        Field::TlsJa3s => s(&a.tls_ja3s),
+        Field::TlsJa4 => s(&a.tls_ja4),
+        Field::HttpMethod => s(&a.http_method),
+        Field::HttpHost => s(&a.http_host),
+        Field::HttpUri => s(&a.http_uri),
+        Field::HttpUserAgent => s(&a.http_user_agent),
+        Field::HttpStatus => a.http_status.map(|c| Value::Num(u64::from(c))),
+        Field::HttpContentType => s(&a.http_content_type),
+        Field::HttpRequests => a.http_method.as_ref().map(|_| Value::Num(1 + a.http_more_requests as u64)),
+        Field::DnsQuery => s(&a.dns_query),
+        Field::DnsQtype => a.dns_qtype.map(|c| Value::Num(u64::from(c))),
+        Field::DnsRcode => a.dns_rcode.map(|c| Value::Num(u64::from(c))),
+        Field::DnsAnswers => list(&a.dns_answers),
+        Field::SshClient => s(&a.ssh_client),
+        Field::SshServer => s(&a.ssh_server),
+        Field::SshHassh => s(&a.ssh_hassh),
+        Field::SshHasshServer => s(&a.ssh_hassh_server),
+        Field::Findings => (!a.findings.is_empty()).then(|| Value::Findings(a.findings.as_slice())),
+        _ => None,
     }
 }
 
@@ -202,6 +242,10 @@ pub enum Value<'a> {
     Num(u64),
     Str(&'a str),
     Ip(std::net::IpAddr),
+    /// Several strings: comma-separated in text, an array in JSON.
+    List(&'a [String]),
+    /// `code=detail` pairs: `;`-separated in text, objects in JSON.
+    Findings(&'a [Finding]),
 }
 
 impl Value<'_> {
@@ -219,6 +263,18 @@ impl Value<'_> {
             Value::Ip(ip) => {
                 let _ = write!(out, "{ip}");
             }
+            Value::List(items) => {
+                let joined = items.join(",");
+                Value::Str(&joined).write_text(out);
+            }
+            Value::Findings(items) => {
+                let joined = items
+                    .iter()
+                    .map(|f| format!("{}={}", f.code, f.detail))
+                    .collect::<Vec<_>>()
+                    .join(";");
+                Value::Str(&joined).write_text(out);
+            }
         }
     }
 
@@ -232,6 +288,16 @@ impl Value<'_> {
             }
             Value::Ip(ip) => {
                 let _ = write!(out, "\"{ip}\"");
+            }
+            Value::List(items) => {
+                out.push_str(&serde_json::to_string(items).unwrap_or_else(|_| "[]".into()));
+            }
+            Value::Findings(items) => {
+                let v: Vec<serde_json::Value> = items
+                    .iter()
+                    .map(|f| serde_json::json!({"code": f.code, "detail": f.detail}))
+                    .collect();
+                out.push_str(&serde_json::to_string(&v).unwrap_or_else(|_| "[]".into()));
             }
         }
     }
@@ -266,6 +332,8 @@ mod tests {
             flow_direction: Some(FlowDirection::Ingress),
             conn_state: "SF",
             truncated_packets: 0,
+            app: None,
+            community_id: None,
         }
     }
 

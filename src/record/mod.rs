@@ -84,6 +84,10 @@ pub struct FlowRecord {
     pub conn_state: &'static str,
     /// Packets captured shorter than their IP length (mirror truncation).
     pub truncated_packets: u64,
+    /// Payload facts of the connection (both direction records share them).
+    pub app: Option<Arc<crate::dissect::AppFacts>>,
+    /// Community ID v1 of the connection.
+    pub community_id: Option<Arc<str>>,
 }
 
 impl FlowRecord {
@@ -115,6 +119,8 @@ impl FlowRecord {
             flow_direction: None,
             conn_state: "-",
             truncated_packets: 0,
+            app: None,
+            community_id: None,
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::config::{SessionMap, Timeouts};
+use crate::config::{InspectConfig, SessionMap, Timeouts};
 use crate::decap::{decapsulate, Tunnel, TunnelPorts};
 use crate::dispatch::{Batch, Dispatcher, QUEUE_BATCHES};
 use crate::flow::{FlowTable, FlowTableStats};
@@ -37,6 +37,7 @@ pub struct ReplayOptions {
     pub workers: usize,
     pub interval_s: u64,
     pub timeouts: Timeouts,
+    pub inspect: InspectConfig,
     pub ports: TunnelPorts,
     pub sessions: Arc<SessionMap>,
     pub format: RecordFormat,
@@ -99,7 +100,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
-        let table = FlowTable::new(opts.interval_s, &opts.timeouts, opts.sessions.clone());
+        let table = FlowTable::with_inspection(opts.interval_s, &opts.timeouts, opts.sessions.clone(), opts.inspect.clone());
         let rec_tx = rec_tx.clone();
         worker_threads.push(
             thread::Builder::new()
