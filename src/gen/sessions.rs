@@ -71,6 +71,10 @@ pub struct FlowTruth {
     pub ssh_client: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ssh_server: Option<String>,
+    /// Facts that the capture's truncation (`--truncate`) cuts: the bytes a dissector
+    /// needs for them end past the kept length of the frame that carries them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hidden: Vec<&'static str>,
 }
 
 pub struct GenPacket {
@@ -157,6 +161,10 @@ struct FlowBuilder<'a> {
     t_us: u64,
     cseq: u32,
     sseq: u32,
+    /// Index in `out` of this flow's first packet.
+    first_packet: usize,
+    /// Per fact: where in its frame the bytes a dissector needs for it end.
+    fact_ends: Vec<(&'static str, usize)>,
 }
 
 impl<'a> FlowBuilder<'a> {
@@ -205,7 +213,10 @@ impl<'a> FlowBuilder<'a> {
                 dns_qtype: None,
                 ssh_client: None,
                 ssh_server: None,
+                hidden: Vec::new(),
             },
+            first_packet: out.len(),
+            fact_ends: Vec::new(),
             out,
             order,
             hash: rng.next(),
@@ -367,7 +378,21 @@ impl<'a> FlowBuilder<'a> {
         self.truth.conn_state = "SF";
     }
 
-    fn finish(self) -> FlowTruth {
+    /// Records where the bytes behind `fact` end in the first frame of this flow that
+    /// carries `needle` whole (a fact split across frames ends nowhere: always hidden
+    /// under truncation).
+    fn note(&mut self, fact: &'static str, needle: &[u8]) {
+        let end = self.out[self.first_packet..]
+            .iter()
+            .find_map(|p| p.frame.windows(needle.len()).position(|w| w == needle).map(|i| i + needle.len()))
+            .unwrap_or(usize::MAX);
+        self.fact_ends.push((fact, end));
+    }
+
+    fn finish(mut self, truncate: Option<usize>) -> FlowTruth {
+        if let Some(n) = truncate {
+            self.truth.hidden = self.fact_ends.iter().filter(|(_, end)| *end > n).map(|(f, _)| *f).collect();
+        }
         self.truth
     }
 }
@@ -466,7 +491,11 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                         let sni = rng.pick(SITES).to_string();
                         let alpn = rng.pick(ALPNS).to_string();
                         f.handshake(rtt);
-                        f.send(true, &client_hello(&sni, &alpn, &mut rng), rtt);
+                        let hello = client_hello(&sni, &alpn, &mut rng);
+                        f.send(true, &hello, rtt);
+                        // SNI and ALPN need the whole ClientHello.
+                        f.note("sni", &hello);
+                        f.note("alpn", &hello);
                         f.send(false, &server_flight(&mut rng), rtt);
                         let resp = rng.range(200, 60_000) as usize;
                         f.send(true, &vec![0x17; rng.range(100, 900) as usize], rtt);
@@ -481,6 +510,8 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                         f.handshake(rtt);
                         let req = format!("GET /index.html?id={} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\r\n", rng.below(10_000));
                         f.send(true, req.as_bytes(), rtt);
+                        f.note("http_host", format!("Host: {host}\r\n").as_bytes());
+                        f.note("http_user_agent", format!("User-Agent: {ua}\r\n").as_bytes());
                         let body = vec![b'x'; rng.range(100, 30_000) as usize];
                         let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
                         resp.extend_from_slice(&body);
@@ -495,6 +526,8 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                         f.handshake(rtt);
                         f.send(false, format!("{s}\r\n").as_bytes(), rtt);
                         f.send(true, format!("{c}\r\n").as_bytes(), rtt);
+                        f.note("ssh_server", format!("{s}\r\n").as_bytes());
+                        f.note("ssh_client", format!("{c}\r\n").as_bytes());
                         f.send(true, &vec![0x14; 1200], rtt);
                         f.send(false, &vec![0x14; 1100], rtt);
                         if kind == "ssh-long" {
@@ -516,7 +549,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                         f.close(&mut rng, rtt);
                     }
                 }
-                flows.push(f.finish());
+                flows.push(f.finish(opts.truncate));
             }
             "http-inbound" => {
                 let ep = Endpoints {
@@ -531,6 +564,8 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 f.handshake(rtt);
                 let req = "GET /health HTTP/1.1\r\nHost: app.internal.example\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n";
                 f.send(true, req.as_bytes(), rtt);
+                f.note("http_host", b"Host: app.internal.example\r\n");
+                f.note("http_user_agent", b"User-Agent: ELB-HealthChecker/2.0\r\n");
                 f.send(
                     false,
                     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -539,7 +574,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 f.close(&mut rng, rtt);
                 f.truth.http_host = Some("app.internal.example".into());
                 f.truth.http_user_agent = Some("ELB-HealthChecker/2.0".into());
-                flows.push(f.finish());
+                flows.push(f.finish(opts.truncate));
             }
             "dns" | "ntp" => {
                 let (server, sport) = if kind == "dns" {
@@ -560,7 +595,9 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                     let name = rng.pick(SITES).to_string();
                     let qtype = if v6 { 28 } else { 1 };
                     let id = rng.next() as u16;
-                    f.udp(true, &dns_message(id, &name, qtype, None));
+                    let query = dns_message(id, &name, qtype, None);
+                    f.udp(true, &query);
+                    f.note("dns_query", &query);
                     f.wait(rng.range(300, 5_000));
                     f.udp(false, &dns_message(id, &name, qtype, Some(&mut rng)));
                     f.truth.dns_query = Some(name);
@@ -574,7 +611,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                     f.udp(false, &ntp);
                 }
                 f.truth.conn_state = "SF";
-                flows.push(f.finish());
+                flows.push(f.finish(opts.truncate));
             }
             "icmp" => {
                 // ICMP flows have ports 0, so each echo flow gets a peer of its own
@@ -615,7 +652,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                     f.wait(1_000_000 - rtt.min(999_999));
                 }
                 f.truth.conn_state = "SF";
-                flows.push(f.finish());
+                flows.push(f.finish(opts.truncate));
             }
             _ => {
                 // A port scan against the interface: one scanner, many ports, each probe
@@ -648,7 +685,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                     } else {
                         f.truth.conn_state = "S0";
                     }
-                    flows.push(f.finish());
+                    flows.push(f.finish(opts.truncate));
                 }
             }
         }
