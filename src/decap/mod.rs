@@ -8,6 +8,7 @@
 //! [`MirrorContext`]: the VNI and the outer source address of the innermost tunnel, which
 //! AWS sets to the mirrored interface's primary IP.
 
+pub mod encap;
 pub mod geneve;
 pub mod vxlan;
 
@@ -176,16 +177,47 @@ fn peel_tunnels<'a>(
     depth: usize,
 ) -> Result<Decapsulated<'a>, DecapError> {
     for _ in 0..depth {
-        let Some(TransportSlice::Udp(udp)) = &packet.transport else {
-            return finish(ctx, packet);
-        };
+        // Not IP at the link layer: PPPoE, MPLS or PBB may hold it.
+        if packet.net.is_none() {
+            match packet.ether_payload().and_then(|e| encap::ether(e.ether_type.0, e.payload)) {
+                Some(inner) => {
+                    packet = inner;
+                    continue;
+                }
+                None => return finish(ctx, packet),
+            }
+        }
         let outer_src = match &packet.net {
             Some(LaxNetSlice::Ipv4(v4)) => IpAddr::V4(v4.header().source_addr()),
             Some(LaxNetSlice::Ipv6(v6)) => IpAddr::V6(v6.header().source_addr()),
             _ => return finish(ctx, packet),
         };
-        match peel_one(udp.payload(), udp.destination_port(), outer_src, ports)? {
-            Some((c, p)) => (ctx, packet) = (c, p),
+        let inner = match &packet.transport {
+            Some(TransportSlice::Udp(udp)) => {
+                match peel_one(udp.payload(), udp.destination_port(), outer_src, ports)? {
+                    Some((c, p)) => {
+                        ctx = c;
+                        Some(p)
+                    }
+                    None if udp.destination_port() == TEREDO_PORT || udp.source_port() == TEREDO_PORT => {
+                        encap::teredo(udp.payload())
+                    }
+                    None => None,
+                }
+            }
+            Some(_) => None,
+            // IP-in-IP and GRE carry no ports; etherparse leaves transport empty.
+            None => match packet.ip_payload() {
+                Some(p) if !p.fragmented => match p.ip_number.0 {
+                    4 | 41 => LaxSlicedPacket::from_ip(p.payload).ok(),
+                    47 => encap::gre(p.payload),
+                    _ => None,
+                },
+                _ => None,
+            },
+        };
+        match inner {
+            Some(p) => packet = p,
             None => return finish(ctx, packet),
         }
     }
@@ -198,6 +230,9 @@ fn peel_tunnels<'a>(
         _ => finish(ctx, packet),
     }
 }
+
+/// Teredo's UDP port (RFC 4380).
+const TEREDO_PORT: u16 = 3544;
 
 /// One tunnel header: `None` when `dport` is not a tunnel port.
 fn peel_one(

@@ -25,18 +25,35 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     if b.len() < 12 {
         return None;
     }
-    match Packet::parse(b) {
-        Ok(p) => Some(from_packet(&p, b)),
-        Err(_) => {
-            // Questions only: zero the answer, authority and additional counts.
-            let mut copy = b.to_vec();
-            copy[6..12].fill(0);
-            Packet::parse(&copy).ok().map(|p| from_packet(&p, b))
-        }
+    if let Ok(p) = Packet::parse(b) {
+        return Some(from_packet(&p, b, None));
     }
+    // simple-dns refuses a whole message for one record it does not know (an RR type
+    // it lacks, a damaged answer). Keep the question: zero the record counts, and give
+    // the question a type it knows, remembering the real one.
+    let mut copy = b.to_vec();
+    copy[6..12].fill(0);
+    let qtype_at = question_type_offset(&copy)?;
+    let qtype = u16::from_be_bytes([*copy.get(qtype_at)?, *copy.get(qtype_at + 1)?]);
+    copy.get_mut(qtype_at..qtype_at + 4)?.copy_from_slice(&[0, 1, 0, 1]);
+    Packet::parse(&copy).ok().map(|p| from_packet(&p, b, Some(qtype)))
 }
 
-fn from_packet(p: &Packet<'_>, raw: &[u8]) -> Message {
+/// Offset of the first question's QTYPE: just past its name (RFC 1035 §4.1.2).
+fn question_type_offset(b: &[u8]) -> Option<usize> {
+    let mut at = 12;
+    for _ in 0..128 {
+        let len = *b.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xc0 == 0xc0 => return Some(at + 2),
+            l => at += 1 + usize::from(l),
+        }
+    }
+    None
+}
+
+fn from_packet(p: &Packet<'_>, raw: &[u8], qtype: Option<u16>) -> Message {
     let q = p.questions.first();
     let mut answers = Vec::new();
     for a in p.answers.iter().take(MAX_ANSWERS) {
@@ -51,7 +68,7 @@ fn from_packet(p: &Packet<'_>, raw: &[u8]) -> Message {
         id: u16::from_be_bytes([raw[0], raw[1]]),
         response: p.has_flags(PacketFlag::RESPONSE),
         query: q.map(|q| q.qname.to_string().trim_end_matches('.').to_string()),
-        qtype: q.map(|q| u16::from(q.qtype)),
+        qtype: qtype.or(q.map(|q| u16::from(q.qtype))),
         // The header's 4-bit RCODE (extended codes need EDNS).
         rcode: raw[3] & 0x0f,
         answers,
@@ -107,6 +124,16 @@ mod tests {
         r.truncate(n - 3);
         let m = parse(&r).unwrap();
         assert_eq!(m.query.as_deref(), Some("api.example.com"));
+    }
+
+    #[test]
+    fn unknown_query_type_keeps_the_question() {
+        // zeek testing/btest/Traces/dns-spf.pcap asks for type SPF (99).
+        let mut q = query(false);
+        let n = q.len();
+        q[n - 3] = 99;
+        let m = parse(&q).unwrap();
+        assert_eq!((m.query.as_deref(), m.qtype), (Some("api.example.com"), Some(99)));
     }
 
     #[test]

@@ -26,6 +26,8 @@ use reassembly::Stream;
 pub const DEFAULT_MAX_BYTES: usize = 16 * 1024;
 /// UDP datagrams inspected per connection.
 pub const MAX_UDP_DATAGRAMS: u32 = 16;
+/// Datagrams inspected on a DNS connection.
+pub const MAX_DNS_DATAGRAMS: u32 = 256;
 /// Bytes a direction may carry before a protocol that was not recognised is given up.
 const UNKNOWN_GIVE_UP: usize = 64;
 
@@ -52,6 +54,9 @@ pub struct AppFacts {
     /// Requests after the first on the connection (within the inspected bytes).
     pub http_more_requests: usize,
     pub dns_query: Option<String>,
+    /// Every distinct name asked on the connection (the first is `dns_query`); a
+    /// resolver socket or mDNS often carries several.
+    pub dns_queries: Vec<String>,
     pub dns_qtype: Option<u16>,
     pub dns_rcode: Option<u8>,
     pub dns_answers: Vec<String>,
@@ -140,7 +145,9 @@ impl Inspector {
                 }
                 self.udp_datagrams += 1;
                 self.analyze_udp(side == self.client, payload, truncated);
-                if self.udp_datagrams >= MAX_UDP_DATAGRAMS {
+                // DNS sockets and mDNS carry many messages: follow them further.
+                let limit = if self.proto == Proto::Dns { MAX_DNS_DATAGRAMS } else { MAX_UDP_DATAGRAMS };
+                if self.udp_datagrams >= limit {
                     self.finish();
                 }
             }
@@ -372,15 +379,23 @@ fn apply_client_hello(f: &mut AppFacts, ch: &tls::ClientHello, quic: bool) {
     f.tls_ja4 = Some(fingerprint::ja4(ch, quic));
 }
 
+/// Names remembered per connection.
+pub const MAX_DNS_NAMES: usize = 16;
+
 fn apply_dns(f: &mut AppFacts, m: &dns::Message) -> bool {
-    let before = (f.dns_query.clone(), f.dns_rcode, f.dns_answers.len());
+    let before = (f.dns_query.clone(), f.dns_rcode, f.dns_answers.len(), f.dns_queries.len());
     if f.dns_query.is_none() {
         f.dns_query = m.query.clone();
         f.dns_qtype = m.qtype;
+    }
+    if let Some(q) = &m.query {
+        if f.dns_queries.len() < MAX_DNS_NAMES && !f.dns_queries.contains(q) {
+            f.dns_queries.push(q.clone());
+        }
     }
     if m.response && f.dns_rcode.is_none() {
         f.dns_rcode = Some(m.rcode);
         f.dns_answers = m.answers.clone();
     }
-    before != (f.dns_query.clone(), f.dns_rcode, f.dns_answers.len())
+    before != (f.dns_query.clone(), f.dns_rcode, f.dns_answers.len(), f.dns_queries.len())
 }

@@ -88,6 +88,7 @@ fields! {
     HttpContentType => "http-content-type", 0;
     HttpRequests => "http-requests", 0;
     DnsQuery => "dns-query", 0;
+    DnsQueries => "dns-queries", 0;
     DnsQtype => "dns-qtype", 0;
     DnsRcode => "dns-rcode", 0;
     DnsAnswers => "dns-answers", 0;

@@ -224,6 +224,7 @@ fn app_value(a: &AppFacts, field: Field) -> Option<Value<'_>> {
         Field::HttpContentType => s(&a.http_content_type),
         Field::HttpRequests => a.http_method.as_ref().map(|_| Value::Num(1 + a.http_more_requests as u64)),
         Field::DnsQuery => s(&a.dns_query),
+        Field::DnsQueries => list(&a.dns_queries),
         Field::DnsQtype => a.dns_qtype.map(|c| Value::Num(u64::from(c))),
         Field::DnsRcode => a.dns_rcode.map(|c| Value::Num(u64::from(c))),
         Field::DnsAnswers => list(&a.dns_answers),
