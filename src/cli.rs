@@ -226,7 +226,10 @@ pub fn run() -> i32 {
                 interval_s: capture.interval,
                 timeouts: config.timeouts.clone(),
                 inspect: if no_inspect {
-                    mirrorflow::config::InspectConfig { enabled: false, ..config.inspect.clone() }
+                    mirrorflow::config::InspectConfig {
+                        enabled: false,
+                        ..config.inspect.clone()
+                    }
                 } else {
                     config.inspect.clone()
                 },

@@ -9,8 +9,8 @@
 
 pub mod config;
 pub mod decap;
-pub mod dissect;
 pub mod dispatch;
+pub mod dissect;
 pub mod flow;
 pub mod gen;
 pub mod ingest;

@@ -15,13 +15,60 @@ use serde_json::Value;
 
 /// Peer fact keys per kind: (peer, key in facts).
 const KINDS: &[(&str, &[(&str, &str)], &[&str])] = &[
-    ("sni", &[("nDPI", "tls_sni"), ("Zeek", "ssl_server_names"), ("tshark 4.0", "tls_sni")], &["tls-sni"]),
-    ("http-host", &[("nDPI", "http_hosts"), ("Zeek", "http_hosts"), ("tshark 4.0", "http_hosts")], &["http-host"]),
-    ("dns-name", &[("nDPI", "dns_queries"), ("Zeek", "dns_queries"), ("tshark 4.0", "dns_query_names"), ("Arkime", "dns_query")], &["dns-query", "dns-queries"]),
-    ("ssh-banner", &[("nDPI", "ssh_client_banners"), ("nDPI", "ssh_server_banners"), ("Zeek", "ssh_client_banners"), ("Zeek", "ssh_server_banners"), ("tshark 4.0", "ssh_banners")], &["ssh-client", "ssh-server"]),
-    ("ja3", &[("nDPI", "ja3c"), ("tshark 4.0", "ja3"), ("Arkime", "ja3")], &["tls-ja3"]),
+    (
+        "sni",
+        &[
+            ("nDPI", "tls_sni"),
+            ("Zeek", "ssl_server_names"),
+            ("tshark 4.0", "tls_sni"),
+        ],
+        &["tls-sni"],
+    ),
+    (
+        "http-host",
+        &[
+            ("nDPI", "http_hosts"),
+            ("Zeek", "http_hosts"),
+            ("tshark 4.0", "http_hosts"),
+        ],
+        &["http-host"],
+    ),
+    (
+        "dns-name",
+        &[
+            ("nDPI", "dns_queries"),
+            ("Zeek", "dns_queries"),
+            ("tshark 4.0", "dns_query_names"),
+            ("Arkime", "dns_query"),
+        ],
+        &["dns-query", "dns-queries"],
+    ),
+    (
+        "ssh-banner",
+        &[
+            ("nDPI", "ssh_client_banners"),
+            ("nDPI", "ssh_server_banners"),
+            ("Zeek", "ssh_client_banners"),
+            ("Zeek", "ssh_server_banners"),
+            ("tshark 4.0", "ssh_banners"),
+        ],
+        &["ssh-client", "ssh-server"],
+    ),
+    (
+        "ja3",
+        &[("nDPI", "ja3c"), ("tshark 4.0", "ja3"), ("Arkime", "ja3")],
+        &["tls-ja3"],
+    ),
     ("ja4", &[("nDPI", "ja4"), ("Arkime", "ja4")], &["tls-ja4"]),
-    ("quic-sni", &[("nDPI", "quic_sni"), ("Zeek", "quic_server_names"), ("tshark 4.0", "quic_sni")], &["tls-sni"]),
+    (
+        "quic-sni",
+        &[
+            ("nDPI", "quic_sni"),
+            ("Zeek", "quic_server_names"),
+            ("tshark 4.0", "quic_sni"),
+        ],
+        &["tls-sni"],
+    ),
 ];
 
 /// Kinds held to 98%.
@@ -41,13 +88,26 @@ fn our_values(capture: &Path) -> HashMap<&'static str, HashSet<String>> {
             let set = out.entry("dns-queries").or_default();
             set.extend(list.iter().filter_map(|v| v.as_str()).map(norm));
         }
-        for field in ["tls-sni", "http-host", "dns-query", "ssh-client", "ssh-server", "tls-ja3", "tls-ja4"] {
+        for field in [
+            "tls-sni",
+            "http-host",
+            "dns-query",
+            "ssh-client",
+            "ssh-server",
+            "tls-ja3",
+            "tls-ja4",
+        ] {
             if let Some(v) = r.get(field).and_then(|v| v.as_str()) {
                 let set = out.entry(field).or_default();
                 set.insert(norm(v));
                 if field == "http-host" {
                     // Peers differ on whether Host keeps its port.
-                    set.insert(norm(v.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()).map(|(h, _)| h).unwrap_or(v)));
+                    set.insert(norm(
+                        v.rsplit_once(':')
+                            .filter(|(_, p)| p.parse::<u16>().is_ok())
+                            .map(|(h, _)| h)
+                            .unwrap_or(v),
+                    ));
                 }
             }
         }
@@ -69,13 +129,23 @@ fn payload_facts_agree_with_peers() {
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let mut p = l.split(" | ");
-            (p.next().unwrap_or("").into(), p.next().unwrap_or("").into(), p.next().unwrap_or("").into())
+            (
+                p.next().unwrap_or("").into(),
+                p.next().unwrap_or("").into(),
+                p.next().unwrap_or("").into(),
+            )
         })
         .collect();
     let mut by_file: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for line in std::fs::read_to_string(corpus.join("EXPECTED.jsonl")).unwrap().lines() {
+    for line in std::fs::read_to_string(corpus.join("EXPECTED.jsonl"))
+        .unwrap()
+        .lines()
+    {
         let v: Value = serde_json::from_str(line).unwrap();
-        by_file.entry(v["file"].as_str().unwrap().to_string()).or_default().push(v);
+        by_file
+            .entry(v["file"].as_str().unwrap().to_string())
+            .or_default()
+            .push(v);
     }
     // kind -> (found, expected, quirk)
     let mut tally: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
@@ -95,12 +165,17 @@ fn payload_facts_agree_with_peers() {
                 }
             }
             for want in expected {
-                let found = fields.iter().any(|f| ours.get(f).is_some_and(|s| s.contains(&want)));
+                let found = fields
+                    .iter()
+                    .any(|f| ours.get(f).is_some_and(|s| s.contains(&want)));
                 let t = tally.entry(kind).or_default();
                 t.1 += 1;
                 if found {
                     t.0 += 1;
-                } else if let Some(q) = quirks.iter().position(|(f, k, v)| f == file && k == kind && *v == want) {
+                } else if let Some(q) = quirks
+                    .iter()
+                    .position(|(f, k, v)| f == file && k == kind && *v == want)
+                {
                     t.2 += 1;
                     seen_quirks.insert(q);
                 } else {
@@ -119,11 +194,24 @@ fn payload_facts_agree_with_peers() {
     for m in &misses {
         println!("  miss: {m}");
     }
-    let stale: Vec<_> = quirks.iter().enumerate().filter(|(i, _)| !seen_quirks.contains(i)).map(|(_, q)| q).collect();
-    assert!(stale.is_empty(), "tests/corpus_fact_misses.txt lists misses that no longer occur: {stale:#?}");
+    let stale: Vec<_> = quirks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !seen_quirks.contains(i))
+        .map(|(_, q)| q)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "tests/corpus_fact_misses.txt lists misses that no longer occur: {stale:#?}"
+    );
     for kind in STRICT {
         let (found, expected, quirk) = tally.get(kind).copied().unwrap_or_default();
         let share = found as f64 / (expected - quirk).max(1) as f64;
-        assert!(share >= 0.98, "{kind}: {found} of {} peer facts found ({:.1}%), below 98%", expected - quirk, share * 100.0);
+        assert!(
+            share >= 0.98,
+            "{kind}: {found} of {} peer facts found ({:.1}%), below 98%",
+            expected - quirk,
+            share * 100.0
+        );
     }
 }

@@ -31,7 +31,11 @@ fn key(proto: u64, a: &str, ap: u64, b: &str, bp: u64) -> String {
 
 fn field_text(v: &Value) -> String {
     match v {
-        Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
@@ -55,7 +59,12 @@ fn check(capture: &Path) -> (usize, usize) {
             if let Some(v) = r.get(field) {
                 let text = field_text(v);
                 if let Some(prev) = e.get(field) {
-                    assert_eq!(prev, &text, "{}: both direction records carry the same {field}", capture.display());
+                    assert_eq!(
+                        prev,
+                        &text,
+                        "{}: both direction records carry the same {field}",
+                        capture.display()
+                    );
                 }
                 e.insert(field, text);
             }
@@ -63,7 +72,11 @@ fn check(capture: &Path) -> (usize, usize) {
     }
     let truth = std::fs::read_to_string(format!("{}.truth.jsonl", capture.display())).unwrap();
     let (mut found, mut hidden_ok) = (0, 0);
-    for t in truth.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|t| t["type"] == "flow") {
+    for t in truth
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|t| t["type"] == "flow")
+    {
         let k = key(
             t["protocol"].as_u64().unwrap(),
             t["srcaddr"].as_str().unwrap(),
@@ -72,12 +85,17 @@ fn check(capture: &Path) -> (usize, usize) {
             t["dstport"].as_u64().unwrap(),
         );
         let got = facts.get(&k).cloned().unwrap_or_default();
-        let hidden: Vec<&str> = t["hidden"].as_array().map(|h| h.iter().filter_map(|x| x.as_str()).collect()).unwrap_or_default();
+        let hidden: Vec<&str> = t["hidden"]
+            .as_array()
+            .map(|h| h.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
         for (tkey, field) in FACTS {
             let ctx = format!("{} flow {k} {field}", capture.display());
             match (t.get(tkey).and_then(|v| v.as_str()), got.get(field)) {
                 (Some(_), None) if hidden.contains(&tkey) => hidden_ok += 1,
-                (Some(_), Some(v)) if hidden.contains(&tkey) => panic!("{ctx}: hidden by truncation, yet reported as {v:?}"),
+                (Some(_), Some(v)) if hidden.contains(&tkey) => {
+                    panic!("{ctx}: hidden by truncation, yet reported as {v:?}")
+                }
                 (Some(want), Some(v)) => {
                     assert_eq!(v, want, "{ctx}");
                     found += 1;
@@ -106,13 +124,18 @@ fn generated_payload_facts_are_exact() {
             gen(&cap, &args);
             let (found, hidden) = check(&cap);
             // Truncation hides every TLS fact, so fewer remain to check there.
-            assert!(found > if name == "vxlan128" { 50 } else { 200 }, "{name}: {found} facts checked");
+            assert!(
+                found > if name == "vxlan128" { 50 } else { 200 },
+                "{name}: {found} facts checked"
+            );
             if name == "vxlan128" {
                 assert!(hidden > 0, "truncation to 128 bytes hides TLS facts");
             } else {
                 assert_eq!(hidden, 0);
             }
-            println!("seed {seed} {name}: {found} facts exact, {hidden} hidden by truncation and absent");
+            println!(
+                "seed {seed} {name}: {found} facts exact, {hidden} hidden by truncation and absent"
+            );
         }
     }
 }

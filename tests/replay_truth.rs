@@ -161,7 +161,9 @@ fn without_tunnel_fields(recs: &[Value], payload: bool) -> Vec<String> {
                 r.retain(|k, _| {
                     !(k == "app-protocol"
                         || k == "findings"
-                        || ["tls-", "http-", "dns-", "ssh-"].iter().any(|p| k.starts_with(p)))
+                        || ["tls-", "http-", "dns-", "ssh-"]
+                            .iter()
+                            .any(|p| k.starts_with(p)))
                 });
             }
             serde_json::to_string(&r).unwrap()

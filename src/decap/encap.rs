@@ -52,8 +52,12 @@ pub fn ether(ether_type: u16, b: &[u8]) -> Option<LaxSlicedPacket<'_>> {
 }
 
 /// PPP (RFC 1661), with or without address/control bytes.
-fn ppp(b: &[u8]) -> Option<LaxSlicedPacket<'_>> {
-    let b = if b.starts_with(&[0xff, 0x03]) { &b[2..] } else { b };
+pub fn ppp(b: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    let b = if b.starts_with(&[0xff, 0x03]) {
+        &b[2..]
+    } else {
+        b
+    };
     let (proto, rest) = if b.first()? & 0x01 != 0 {
         (u16::from(b[0]), &b[1..]) // compressed protocol field
     } else {
@@ -116,7 +120,48 @@ pub fn teredo(b: &[u8]) -> Option<LaxSlicedPacket<'_>> {
     if rest.first()? >> 4 != 6 || rest.len() < 40 {
         return None;
     }
-    LaxSlicedPacket::from_ip(rest).ok().filter(|p| p.net.is_some())
+    LaxSlicedPacket::from_ip(rest)
+        .ok()
+        .filter(|p| p.net.is_some())
+}
+
+/// A UDP payload that is exactly one IPv6 packet (version 6, payload length matching,
+/// a plausible next header): Teredo data seen away from port 3544.
+pub fn teredo_strict(b: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    if b.len() < 40 || b[0] >> 4 != 6 {
+        return None;
+    }
+    let plen = usize::from(u16::from_be_bytes([b[4], b[5]]));
+    if 40 + plen != b.len() || !matches!(b[6], 0 | 6 | 17 | 43 | 44 | 58 | 59 | 60) {
+        return None;
+    }
+    LaxSlicedPacket::from_ip(b).ok().filter(|p| p.net.is_some())
+}
+
+/// GTP-U G-PDU (3GPP TS 29.281 §5): the user's IP packet after the GTP header and its
+/// extension headers.
+pub fn gtpu(b: &[u8]) -> Option<LaxSlicedPacket<'_>> {
+    let flags = *b.first()?;
+    if flags >> 5 != 1 || *b.get(1)? != 0xff {
+        return None; // not version 1, or not a G-PDU
+    }
+    let mut at = 8;
+    if flags & 0x07 != 0 {
+        let mut next = *b.get(11)?;
+        at = 12;
+        for _ in 0..8 {
+            if next == 0 {
+                break;
+            }
+            let len = usize::from(*b.get(at)?) * 4;
+            if len == 0 {
+                return None;
+            }
+            next = *b.get(at + len - 1)?;
+            at += len;
+        }
+    }
+    by_version(b.get(at..)?)
 }
 
 #[cfg(test)]

@@ -179,7 +179,10 @@ fn peel_tunnels<'a>(
     for _ in 0..depth {
         // Not IP at the link layer: PPPoE, MPLS or PBB may hold it.
         if packet.net.is_none() {
-            match packet.ether_payload().and_then(|e| encap::ether(e.ether_type.0, e.payload)) {
+            match packet
+                .ether_payload()
+                .and_then(|e| encap::ether(e.ether_type.0, e.payload))
+            {
                 Some(inner) => {
                     packet = inner;
                     continue;
@@ -199,10 +202,20 @@ fn peel_tunnels<'a>(
                         ctx = c;
                         Some(p)
                     }
-                    None if udp.destination_port() == TEREDO_PORT || udp.source_port() == TEREDO_PORT => {
-                        encap::teredo(udp.payload())
+                    None => {
+                        let (sp, dp) = (udp.source_port(), udp.destination_port());
+                        if sp == GTPU_PORT && dp == GTPU_PORT {
+                            encap::gtpu(udp.payload())
+                        } else if dp == GRE_UDP_PORT {
+                            encap::gre(udp.payload())
+                        } else if sp == TEREDO_PORT || dp == TEREDO_PORT {
+                            encap::teredo(udp.payload())
+                        } else {
+                            // Teredo data between relays and clients uses any ports; only
+                            // an exact IPv6 header makes it count.
+                            encap::teredo_strict(udp.payload())
+                        }
                     }
-                    None => None,
                 }
             }
             Some(_) => None,
@@ -233,6 +246,10 @@ fn peel_tunnels<'a>(
 
 /// Teredo's UDP port (RFC 4380).
 const TEREDO_PORT: u16 = 3544;
+/// GTP-U (3GPP TS 29.281).
+const GTPU_PORT: u16 = 2152;
+/// GRE-in-UDP (RFC 8086).
+const GRE_UDP_PORT: u16 = 4754;
 
 /// One tunnel header: `None` when `dport` is not a tunnel port.
 fn peel_one(
@@ -360,6 +377,7 @@ fn link_layer(frame: &[u8], link: LinkType) -> Result<LaxSlicedPacket<'_>, Decap
                 family => Err(DecapError::LoopbackFamily { family }),
             }
         }
+        LinkType::Ppp => encap::ppp(frame).ok_or(DecapError::NotIp { ether_type: 0 }),
         LinkType::Other(linktype) => Err(DecapError::UnsupportedLink { linktype }),
     }
 }

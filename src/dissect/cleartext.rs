@@ -22,7 +22,10 @@ pub fn probe_server(b: &[u8], server_port: u16) -> Option<&'static str> {
         Some("imap")
     } else if upper.starts_with("220") {
         // FTP and SMTP greet alike; the text or the port tells them apart.
-        if upper.contains("SMTP") || upper.contains("ESMTP") || matches!(server_port, 25 | 465 | 587) {
+        if upper.contains("SMTP")
+            || upper.contains("ESMTP")
+            || matches!(server_port, 25 | 465 | 587)
+        {
             Some("smtp")
         } else {
             Some("ftp")
@@ -55,7 +58,11 @@ pub fn client_login(protocol: &str, client: &[u8], server: &[u8]) -> Option<Logi
             let has_pass = find("PASS").is_some();
             has_pass.then_some(Login {
                 protocol: if protocol == "ftp" { "ftp" } else { "pop3" },
-                code: if protocol == "ftp" { "ftp-cleartext-credentials" } else { "pop3-cleartext-credentials" },
+                code: if protocol == "ftp" {
+                    "ftp-cleartext-credentials"
+                } else {
+                    "pop3-cleartext-credentials"
+                },
                 user: Some(user),
                 mechanism: "USER/PASS",
             })
@@ -65,9 +72,23 @@ pub fn client_login(protocol: &str, client: &[u8], server: &[u8]) -> Option<Logi
             let _tag = parts.next()?;
             let cmd = parts.next()?;
             if cmd.eq_ignore_ascii_case("LOGIN") {
-                Some(Login { protocol: "imap", code: "imap-cleartext-credentials", user: parts.next().map(|u| u.trim_matches('"').to_string()), mechanism: "LOGIN" })
-            } else if cmd.eq_ignore_ascii_case("AUTHENTICATE") && parts.next().is_some_and(|m| m.eq_ignore_ascii_case("PLAIN")) {
-                Some(Login { protocol: "imap", code: "imap-cleartext-credentials", user: plain_user(parts.next()), mechanism: "AUTH PLAIN" })
+                Some(Login {
+                    protocol: "imap",
+                    code: "imap-cleartext-credentials",
+                    user: parts.next().map(|u| u.trim_matches('"').to_string()),
+                    mechanism: "LOGIN",
+                })
+            } else if cmd.eq_ignore_ascii_case("AUTHENTICATE")
+                && parts
+                    .next()
+                    .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
+            {
+                Some(Login {
+                    protocol: "imap",
+                    code: "imap-cleartext-credentials",
+                    user: plain_user(parts.next()),
+                    mechanism: "AUTH PLAIN",
+                })
             } else {
                 None
             }
@@ -79,8 +100,18 @@ pub fn client_login(protocol: &str, client: &[u8], server: &[u8]) -> Option<Logi
             }
             let mech = parts.next()?.to_ascii_uppercase();
             match mech.as_str() {
-                "PLAIN" => Some(Login { protocol: "smtp", code: "smtp-cleartext-credentials", user: plain_user(parts.next()), mechanism: "AUTH PLAIN" }),
-                "LOGIN" => Some(Login { protocol: "smtp", code: "smtp-cleartext-credentials", user: None, mechanism: "AUTH LOGIN" }),
+                "PLAIN" => Some(Login {
+                    protocol: "smtp",
+                    code: "smtp-cleartext-credentials",
+                    user: plain_user(parts.next()),
+                    mechanism: "AUTH PLAIN",
+                }),
+                "LOGIN" => Some(Login {
+                    protocol: "smtp",
+                    code: "smtp-cleartext-credentials",
+                    user: None,
+                    mechanism: "AUTH LOGIN",
+                }),
                 _ => None,
             }
         }),
@@ -100,7 +131,9 @@ pub fn client_login(protocol: &str, client: &[u8], server: &[u8]) -> Option<Logi
 /// The authorisation identity of a SASL PLAIN blob (`authzid\0authcid\0passwd`).
 fn plain_user(b64: Option<&str>) -> Option<String> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64?.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64?.trim())
+        .ok()?;
     let mut parts = raw.split(|c| *c == 0);
     let authz = parts.next()?;
     let authc = parts.next()?;
@@ -114,7 +147,10 @@ mod tests {
 
     #[test]
     fn ftp_user_pass_reports_user_only() {
-        assert_eq!(probe_server(b"220 ProFTPD Server ready.\r\n", 21), Some("ftp"));
+        assert_eq!(
+            probe_server(b"220 ProFTPD Server ready.\r\n", 21),
+            Some("ftp")
+        );
         let l = client_login("ftp", b"USER anonymous\r\nPASS secret@\r\n", b"").unwrap();
         assert_eq!(l.user.as_deref(), Some("anonymous"));
         assert!(!format!("{l:?}").contains("secret"));
@@ -122,7 +158,10 @@ mod tests {
 
     #[test]
     fn smtp_and_imap_auth_plain() {
-        assert_eq!(probe_server(b"220 mail.example.com ESMTP Postfix\r\n", 2525), Some("smtp"));
+        assert_eq!(
+            probe_server(b"220 mail.example.com ESMTP Postfix\r\n", 2525),
+            Some("smtp")
+        );
         // base64("\0bob\0hunter2")
         let l = client_login("smtp", b"EHLO x\r\nAUTH PLAIN AGJvYgBodW50ZXIy\r\n", b"").unwrap();
         assert_eq!(l.user.as_deref(), Some("bob"));

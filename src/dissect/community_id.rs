@@ -42,7 +42,14 @@ fn icmp_counterpart(proto: u8, ty: u8) -> Option<u8> {
 }
 
 /// Community ID (seed 0 unless given). For ICMP, `sport`/`dport` are type and code.
-pub fn community_id(seed: u16, saddr: IpAddr, daddr: IpAddr, proto: u8, sport: u16, dport: u16) -> String {
+pub fn community_id(
+    seed: u16,
+    saddr: IpAddr,
+    daddr: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+) -> String {
     let (mut a, mut b, mut ap, mut bp) = (saddr, daddr, sport, dport);
     let mut one_way = false;
     if proto == 1 || proto == 58 {
@@ -71,7 +78,10 @@ pub fn community_id(seed: u16, saddr: IpAddr, daddr: IpAddr, proto: u8, sport: u
         h.update(ap.to_be_bytes());
         h.update(bp.to_be_bytes());
     }
-    format!("1:{}", base64::engine::general_purpose::STANDARD.encode(h.finalize()))
+    format!(
+        "1:{}",
+        base64::engine::general_purpose::STANDARD.encode(h.finalize())
+    )
 }
 
 #[cfg(test)]
@@ -86,13 +96,44 @@ mod tests {
     /// Elasticsearch's community_id processor tests).
     #[test]
     fn spec_vectors() {
-        assert_eq!(community_id(0, ip("128.232.110.120"), ip("66.35.250.204"), 6, 34855, 80), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
-        assert_eq!(community_id(0, ip("66.35.250.204"), ip("128.232.110.120"), 6, 80, 34855), "1:LQU9qZlK+B5F3KDmev6m5PMibrg=");
-        assert_eq!(community_id(0, ip("2001:470:e5bf:dead:4957:2174:e82c:4887"), ip("2607:f8b0:400c:c03::1a"), 6, 63943, 25), "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4=");
-        assert_eq!(community_id(0, ip("192.168.170.8"), ip("192.168.170.56"), 132, 7, 7), "1:MP2EtRCAUIZvTw6MxJHLV7N7JDs=");
-        assert_eq!(community_id(0, ip("192.168.1.52"), ip("8.8.8.8"), 17, 54585, 53), "1:d/FP5EW3wiY1vCndhwleRRKHowQ=");
-        assert_eq!(community_id(0, ip("192.168.0.89"), ip("192.168.0.1"), 1, 8, 0), "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=");
-        assert_eq!(community_id(0, ip("192.168.0.1"), ip("192.168.0.89"), 1, 0, 0), "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=");
-        assert_eq!(community_id(0, ip("fe80::260:97ff:fe07:69ea"), ip("ff02::1"), 58, 134, 0), "1:pkvHqCL88/tg1k4cPigmZXUtL00=");
+        assert_eq!(
+            community_id(0, ip("128.232.110.120"), ip("66.35.250.204"), 6, 34855, 80),
+            "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+        );
+        assert_eq!(
+            community_id(0, ip("66.35.250.204"), ip("128.232.110.120"), 6, 80, 34855),
+            "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
+        );
+        assert_eq!(
+            community_id(
+                0,
+                ip("2001:470:e5bf:dead:4957:2174:e82c:4887"),
+                ip("2607:f8b0:400c:c03::1a"),
+                6,
+                63943,
+                25
+            ),
+            "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4="
+        );
+        assert_eq!(
+            community_id(0, ip("192.168.170.8"), ip("192.168.170.56"), 132, 7, 7),
+            "1:MP2EtRCAUIZvTw6MxJHLV7N7JDs="
+        );
+        assert_eq!(
+            community_id(0, ip("192.168.1.52"), ip("8.8.8.8"), 17, 54585, 53),
+            "1:d/FP5EW3wiY1vCndhwleRRKHowQ="
+        );
+        assert_eq!(
+            community_id(0, ip("192.168.0.89"), ip("192.168.0.1"), 1, 8, 0),
+            "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="
+        );
+        assert_eq!(
+            community_id(0, ip("192.168.0.1"), ip("192.168.0.89"), 1, 0, 0),
+            "1:X0snYXpgwiv9TZtqg64sgzUn6Dk="
+        );
+        assert_eq!(
+            community_id(0, ip("fe80::260:97ff:fe07:69ea"), ip("ff02::1"), 58, 134, 0),
+            "1:pkvHqCL88/tg1k4cPigmZXUtL00="
+        );
     }
 }

@@ -35,8 +35,11 @@ pub fn parse(b: &[u8]) -> Option<Message> {
     copy[6..12].fill(0);
     let qtype_at = question_type_offset(&copy)?;
     let qtype = u16::from_be_bytes([*copy.get(qtype_at)?, *copy.get(qtype_at + 1)?]);
-    copy.get_mut(qtype_at..qtype_at + 4)?.copy_from_slice(&[0, 1, 0, 1]);
-    Packet::parse(&copy).ok().map(|p| from_packet(&p, b, Some(qtype)))
+    copy.get_mut(qtype_at..qtype_at + 4)?
+        .copy_from_slice(&[0, 1, 0, 1]);
+    Packet::parse(&copy)
+        .ok()
+        .map(|p| from_packet(&p, b, Some(qtype)))
 }
 
 /// Offset of the first question's QTYPE: just past its name (RFC 1035 §4.1.2).
@@ -67,7 +70,11 @@ fn from_packet(p: &Packet<'_>, raw: &[u8], qtype: Option<u16>) -> Message {
     Message {
         id: u16::from_be_bytes([raw[0], raw[1]]),
         response: p.has_flags(PacketFlag::RESPONSE),
-        query: q.map(|q| q.qname.to_string().trim_end_matches('.').to_string()),
+        // An mDNS announcement has answers and no question: its first answer names it.
+        query: q
+            .map(|q| q.qname.to_string())
+            .or_else(|| p.answers.first().map(|a| a.name.to_string()))
+            .map(|n| n.trim_end_matches('.').to_string()),
         qtype: qtype.or(q.map(|q| u16::from(q.qtype))),
         // The header's 4-bit RCODE (extended codes need EDNS).
         rcode: raw[3] & 0x0f,
@@ -97,7 +104,20 @@ mod tests {
 
     /// A query for api.example.com A and its response with one answer, as `gen` writes.
     fn query(resp: bool) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, if resp { 0x81 } else { 0x01 }, if resp { 0x80 } else { 0 }, 0, 1, 0, u8::from(resp), 0, 0, 0, 0];
+        let mut m = vec![
+            0x12,
+            0x34,
+            if resp { 0x81 } else { 0x01 },
+            if resp { 0x80 } else { 0 },
+            0,
+            1,
+            0,
+            u8::from(resp),
+            0,
+            0,
+            0,
+            0,
+        ];
         for l in ["api", "example", "com"] {
             m.push(l.len() as u8);
             m.extend_from_slice(l.as_bytes());
@@ -112,7 +132,10 @@ mod tests {
     #[test]
     fn query_and_answer() {
         let q = parse(&query(false)).unwrap();
-        assert_eq!((q.query.as_deref(), q.qtype, q.response), (Some("api.example.com"), Some(1), false));
+        assert_eq!(
+            (q.query.as_deref(), q.qtype, q.response),
+            (Some("api.example.com"), Some(1), false)
+        );
         let r = parse(&query(true)).unwrap();
         assert_eq!(r.answers, vec!["192.0.2.7"]);
     }
@@ -133,7 +156,10 @@ mod tests {
         let n = q.len();
         q[n - 3] = 99;
         let m = parse(&q).unwrap();
-        assert_eq!((m.query.as_deref(), m.qtype), (Some("api.example.com"), Some(99)));
+        assert_eq!(
+            (m.query.as_deref(), m.qtype),
+            (Some("api.example.com"), Some(99))
+        );
     }
 
     #[test]

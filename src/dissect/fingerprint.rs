@@ -75,8 +75,18 @@ pub fn ja4(ch: &ClientHello, quic: bool) -> String {
         _ => "00",
     };
     let sni = if ch.extensions.contains(&0) { 'd' } else { 'i' };
-    let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|c| !is_grease(*c)).collect();
-    let exts: Vec<u16> = ch.extensions.iter().copied().filter(|c| !is_grease(*c)).collect();
+    let ciphers: Vec<u16> = ch
+        .ciphers
+        .iter()
+        .copied()
+        .filter(|c| !is_grease(*c))
+        .collect();
+    let exts: Vec<u16> = ch
+        .extensions
+        .iter()
+        .copied()
+        .filter(|c| !is_grease(*c))
+        .collect();
     let alpn = match ch.alpn.first().map(|a| a.as_bytes()) {
         Some([]) | None => "00".to_string(),
         Some(a) => {
@@ -98,15 +108,39 @@ pub fn ja4(ch: &ClientHello, quic: bool) -> String {
     );
     let mut sorted = ciphers.clone();
     sorted.sort_unstable();
-    let b = sha12(&sorted.iter().map(|c| format!("{c:04x}")).collect::<Vec<_>>().join(","));
-    let mut ext_sorted: Vec<u16> = exts.iter().copied().filter(|e| *e != 0x0000 && *e != 0x0010).collect();
+    let b = sha12(
+        &sorted
+            .iter()
+            .map(|c| format!("{c:04x}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let mut ext_sorted: Vec<u16> = exts
+        .iter()
+        .copied()
+        .filter(|e| *e != 0x0000 && *e != 0x0010)
+        .collect();
     ext_sorted.sort_unstable();
-    let mut c_in = ext_sorted.iter().map(|e| format!("{e:04x}")).collect::<Vec<_>>().join(",");
+    let mut c_in = ext_sorted
+        .iter()
+        .map(|e| format!("{e:04x}"))
+        .collect::<Vec<_>>()
+        .join(",");
     if !ch.signature_algorithms.is_empty() {
         c_in.push('_');
-        c_in.push_str(&ch.signature_algorithms.iter().map(|s| format!("{s:04x}")).collect::<Vec<_>>().join(","));
+        c_in.push_str(
+            &ch.signature_algorithms
+                .iter()
+                .map(|s| format!("{s:04x}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
-    let c = if ext_sorted.is_empty() { "000000000000".to_string() } else { sha12(&c_in) };
+    let c = if ext_sorted.is_empty() {
+        "000000000000".to_string()
+    } else {
+        sha12(&c_in)
+    };
     format!("{a}_{b}_{c}")
 }
 
@@ -120,14 +154,22 @@ mod tests {
     fn ja4_reference_example() {
         let ch = ClientHello {
             legacy_version: 0x0303,
-            ciphers: vec![0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013, 0xc014, 0x009c, 0x009d, 0x002f, 0x0035],
-            extensions: vec![0x001b, 0x0000, 0x0033, 0x0010, 0x4469, 0x0017, 0x002d, 0x000d, 0x0005, 0x0023, 0x0012, 0x002b, 0xff01, 0x000b, 0x000a, 0x0015],
+            ciphers: vec![
+                0x1301, 0x1302, 0x1303, 0xc02b, 0xc02f, 0xc02c, 0xc030, 0xcca9, 0xcca8, 0xc013,
+                0xc014, 0x009c, 0x009d, 0x002f, 0x0035,
+            ],
+            extensions: vec![
+                0x001b, 0x0000, 0x0033, 0x0010, 0x4469, 0x0017, 0x002d, 0x000d, 0x0005, 0x0023,
+                0x0012, 0x002b, 0xff01, 0x000b, 0x000a, 0x0015,
+            ],
             sni: Some("example".into()),
             alpn: vec!["h2".into(), "http/1.1".into()],
             supported_versions: vec![0x0304, 0x0303],
             groups: vec![],
             point_formats: vec![],
-            signature_algorithms: vec![0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601],
+            signature_algorithms: vec![
+                0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601,
+            ],
         };
         assert_eq!(ja4(&ch, false), "t13d1516h2_8daaf6152771_e5627efa2ab1");
     }

@@ -9,7 +9,16 @@ const MAX_HEADERS: usize = 64;
 pub const MAX_REQUESTS: usize = 64;
 
 const METHODS: [&[u8]; 10] = [
-    b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ", b"CONNECT ", b"TRACE ", b"PROPFIND ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PROPFIND ",
 ];
 
 pub fn probe_request(b: &[u8]) -> bool {
@@ -56,7 +65,17 @@ pub fn requests(stream: &[u8]) -> Option<Requests> {
                 }
                 return Some(out);
             }
-            Err(_) => return if out.first.is_some() { Some(out) } else { partial_request(rest).map(|r| Requests { first: Some(r), more: 0, complete: false }) },
+            Err(_) => {
+                return if out.first.is_some() {
+                    Some(out)
+                } else {
+                    partial_request(rest).map(|r| Requests {
+                        first: Some(r),
+                        more: 0,
+                        complete: false,
+                    })
+                }
+            }
         };
         let header = |name: &str| {
             req.headers
@@ -64,7 +83,9 @@ pub fn requests(stream: &[u8]) -> Option<Requests> {
                 .find(|h| h.name.eq_ignore_ascii_case(name))
                 .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
         };
-        let body_len = header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+        let body_len = header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
         let r = Request {
             method: req.method.unwrap_or("").to_string(),
             uri: req.path.unwrap_or("").to_string(),
@@ -95,10 +116,17 @@ fn partial_request(b: &[u8]) -> Option<Request> {
     let mut parts = line.trim_end().split(' ');
     let method = parts.next()?.to_string();
     let uri = parts.next()?.to_string();
-    if !METHODS.iter().any(|m| m.starts_with(method.as_bytes()) && m.len() == method.len() + 1) {
+    if !METHODS
+        .iter()
+        .any(|m| m.starts_with(method.as_bytes()) && m.len() == method.len() + 1)
+    {
         return None;
     }
-    let mut r = Request { method, uri, ..Default::default() };
+    let mut r = Request {
+        method,
+        uri,
+        ..Default::default()
+    };
     for l in b[line_end + 1..].split(|c| *c == b'\n') {
         let l = String::from_utf8_lossy(l);
         if !l.ends_with('\r') {
@@ -121,7 +149,9 @@ fn basic_user(auth: &str) -> Option<String> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(cred.trim()).ok()?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(cred.trim())
+        .ok()?;
     let text = String::from_utf8_lossy(&raw);
     Some(text.split(':').next().unwrap_or("").to_string())
 }
@@ -150,7 +180,10 @@ pub fn response(stream: &[u8]) -> Option<Response> {
             let line = stream.split(|c| *c == b'\n').next()?;
             let text = String::from_utf8_lossy(line);
             let code = text.split(' ').nth(1)?.trim().parse().ok()?;
-            Some(Response { status: code, content_type: None })
+            Some(Response {
+                status: code,
+                content_type: None,
+            })
         }
     }
 }
@@ -196,7 +229,10 @@ mod tests {
     #[test]
     fn response_status() {
         let r = response(b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\n\r\n").unwrap();
-        assert_eq!((r.status, r.content_type.as_deref()), (404, Some("text/html")));
+        assert_eq!(
+            (r.status, r.content_type.as_deref()),
+            (404, Some("text/html"))
+        );
         assert_eq!(response(b"HTTP/1.1 200 OK\r\nServ").unwrap().status, 200);
     }
 }

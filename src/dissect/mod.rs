@@ -100,11 +100,14 @@ pub struct Inspector {
     pub dirty: bool,
     /// A hole or truncation ended a stream early.
     pub gap: bool,
+    /// Port of each key side (`[lo, hi]`).
+    ports: [u16; 2],
     server_port: u16,
 }
 
 impl Inspector {
-    pub fn new(client: Side, server_port: u16, max_bytes: usize) -> Inspector {
+    pub fn new(client: Side, ports: [u16; 2], max_bytes: usize) -> Inspector {
+        let server_port = ports[client.other().index()];
         Inspector {
             proto: Proto::Unknown,
             client,
@@ -115,8 +118,16 @@ impl Inspector {
             done: false,
             dirty: false,
             gap: false,
+            ports,
             server_port,
         }
+    }
+
+    /// The content says the roles are the other way round (a capture that starts with
+    /// the server's reply): swap client and server.
+    fn swap_roles(&mut self) {
+        self.client = self.client.other();
+        self.server_port = self.ports[self.client.other().index()];
     }
 
     pub fn done(&self) -> bool {
@@ -124,7 +135,15 @@ impl Inspector {
     }
 
     /// Offers one packet. `side` is the packet's side of the flow key.
-    pub fn packet(&mut self, key: &FlowKey, side: Side, tcp_flags: u8, tcp_seq: u32, payload: &Bytes, truncated: bool) {
+    pub fn packet(
+        &mut self,
+        key: &FlowKey,
+        side: Side,
+        tcp_flags: u8,
+        tcp_seq: u32,
+        payload: &Bytes,
+        truncated: bool,
+    ) {
         if self.done {
             return;
         }
@@ -134,7 +153,12 @@ impl Inspector {
                     self.analyze_tcp();
                 }
                 let [a, b] = &self.streams;
-                if a.ended && b.ended || (tcp_flags & 0x05 != 0 && self.proto == Proto::Unknown && a.data().is_empty() && b.data().is_empty()) {
+                if a.ended && b.ended
+                    || (tcp_flags & 0x05 != 0
+                        && self.proto == Proto::Unknown
+                        && a.data().is_empty()
+                        && b.data().is_empty())
+                {
                     self.gap |= a.gap || b.gap;
                     self.finish();
                 }
@@ -146,7 +170,11 @@ impl Inspector {
                 self.udp_datagrams += 1;
                 self.analyze_udp(side == self.client, payload, truncated);
                 // DNS sockets and mDNS carry many messages: follow them further.
-                let limit = if self.proto == Proto::Dns { MAX_DNS_DATAGRAMS } else { MAX_UDP_DATAGRAMS };
+                let limit = if self.proto == Proto::Dns {
+                    MAX_DNS_DATAGRAMS
+                } else {
+                    MAX_UDP_DATAGRAMS
+                };
                 if self.udp_datagrams >= limit {
                     self.finish();
                 }
@@ -163,7 +191,11 @@ impl Inspector {
                 s.release();
             }
             self.quic = None;
-            self.facts.findings = findings::connection_findings(&self.facts, self.server_port, self.facts.findings.clone());
+            self.facts.findings = findings::connection_findings(
+                &self.facts,
+                self.server_port,
+                self.facts.findings.clone(),
+            );
             self.dirty = true;
         }
     }
@@ -192,6 +224,15 @@ impl Inspector {
         let s = self.client.other().index();
         if self.proto == Proto::Unknown {
             let (cd, sd) = (self.streams[c].data(), self.streams[s].data());
+            let client_hello_at =
+                |d: &[u8]| tls::probe(d) && d.get(5) == Some(&tls::HS_CLIENT_HELLO);
+            if http::probe_request(sd)
+                || client_hello_at(sd)
+                || (http::probe_response(cd) && !http::probe_request(cd))
+            {
+                self.swap_roles();
+                return self.analyze_tcp();
+            }
             let p = if tls::probe(cd) {
                 Proto::Tls
             } else if http::probe_request(cd) {
@@ -202,7 +243,9 @@ impl Inspector {
                 Proto::Http
             } else if let Some(name) = cleartext::probe_server(sd, self.server_port) {
                 Proto::Cleartext(name)
-            } else if self.server_port == 53 && dns::parse_tcp(cd).is_some() {
+            } else if matches!(self.server_port, 53 | 5353) {
+                // DNS over TCP has no magic of its own: the port decides, the parser
+                // confirms as the messages arrive.
                 Proto::Dns
             } else if tls::probe(sd) {
                 Proto::Tls
@@ -227,7 +270,9 @@ impl Inspector {
             Proto::Tls => {
                 if f.tls_ja3.is_none() {
                     if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(cd) {
-                        if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO).and_then(tls::parse_client_hello) {
+                        if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO)
+                            .and_then(tls::parse_client_hello)
+                        {
                             apply_client_hello(f, &ch, false);
                             changed = true;
                         }
@@ -235,7 +280,9 @@ impl Inspector {
                 }
                 if f.tls_ja3s.is_none() {
                     if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(sd) {
-                        if let Some(sh) = tls::find_message(&bytes, tls::HS_SERVER_HELLO).and_then(tls::parse_server_hello) {
+                        if let Some(sh) = tls::find_message(&bytes, tls::HS_SERVER_HELLO)
+                            .and_then(tls::parse_server_hello)
+                        {
                             f.tls_version = Some(tls::version_name(sh.version));
                             f.tls_cipher = Some(sh.cipher);
                             f.tls_ja3s = Some(fingerprint::ja3s(&sh).1);
@@ -252,16 +299,29 @@ impl Inspector {
             Proto::Http => {
                 if let Some(r) = http::requests(cd) {
                     if let Some(first) = r.first {
-                        let before = (f.http_method.clone(), f.http_host.clone(), f.http_more_requests);
+                        let before = (
+                            f.http_method.clone(),
+                            f.http_host.clone(),
+                            f.http_more_requests,
+                        );
                         f.http_method = Some(first.method);
                         f.http_uri = Some(first.uri);
                         f.http_host = first.host.or(f.http_host.take());
                         f.http_user_agent = first.user_agent.or(f.http_user_agent.take());
                         if let Some(user) = first.basic_user {
-                            findings::add(&mut f.findings, "http-basic-auth", format!("user={user}"));
+                            findings::add(
+                                &mut f.findings,
+                                "http-basic-auth",
+                                format!("user={user}"),
+                            );
                         }
                         f.http_more_requests = r.more;
-                        changed |= before != (f.http_method.clone(), f.http_host.clone(), f.http_more_requests);
+                        changed |= before
+                            != (
+                                f.http_method.clone(),
+                                f.http_host.clone(),
+                                f.http_more_requests,
+                            );
                     }
                 }
                 if f.http_status.is_none() {
@@ -312,6 +372,21 @@ impl Inspector {
                 }
             }
             Proto::Cleartext(name) => {
+                // STARTTLS (RFC 3207, 2595, 4217): the TLS handshake follows the command.
+                if f.tls_ja3.is_none() {
+                    if let Some(at) = tls_after_starttls(cd) {
+                        if let tls::Records::Handshake { bytes, .. } =
+                            tls::handshake_records(&cd[at..])
+                        {
+                            if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO)
+                                .and_then(tls::parse_client_hello)
+                            {
+                                apply_client_hello(f, &ch, false);
+                                changed = true;
+                            }
+                        }
+                    }
+                }
                 if let Some(login) = cleartext::client_login(name, cd, sd) {
                     let detail = match &login.user {
                         Some(u) => format!("{} user={u}", login.mechanism),
@@ -335,7 +410,9 @@ impl Inspector {
                     if self.proto != Proto::Quic {
                         self.set_proto(Proto::Quic);
                     }
-                    if let Some(ch) = tls::find_message(&crypto, tls::HS_CLIENT_HELLO).and_then(tls::parse_client_hello) {
+                    if let Some(ch) = tls::find_message(&crypto, tls::HS_CLIENT_HELLO)
+                        .and_then(tls::parse_client_hello)
+                    {
                         apply_client_hello(&mut self.facts, &ch, true);
                         self.dirty = true;
                         self.finish();
@@ -366,10 +443,32 @@ impl Inspector {
     }
 }
 
+/// Where a TLS handshake starts in a client stream after a STARTTLS-style command.
+fn tls_after_starttls(cd: &[u8]) -> Option<usize> {
+    let upper: Vec<u8> = cd
+        .iter()
+        .take(8192)
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    let cmd = [&b"STARTTLS"[..], b"STLS", b"AUTH TLS", b"AUTH SSL"]
+        .iter()
+        .filter_map(|c| upper.windows(c.len()).position(|w| w == *c))
+        .min()?;
+    let line_end = cmd + cd[cmd..].iter().position(|c| *c == b'\n')? + 1;
+    let rel = cd[line_end..].windows(2).position(|w| w == [0x16, 0x03])?;
+    Some(line_end + rel)
+}
+
 fn apply_client_hello(f: &mut AppFacts, ch: &tls::ClientHello, quic: bool) {
     f.tls_sni = ch.sni.clone();
     f.tls_alpn = ch.alpn.clone();
-    let offered = ch.supported_versions.iter().copied().filter(|v| !fingerprint::is_grease(*v)).max().unwrap_or(ch.legacy_version);
+    let offered = ch
+        .supported_versions
+        .iter()
+        .copied()
+        .filter(|v| !fingerprint::is_grease(*v))
+        .max()
+        .unwrap_or(ch.legacy_version);
     if f.tls_version.is_none() {
         f.tls_version = Some(tls::version_name(offered));
     }
@@ -383,7 +482,12 @@ fn apply_client_hello(f: &mut AppFacts, ch: &tls::ClientHello, quic: bool) {
 pub const MAX_DNS_NAMES: usize = 16;
 
 fn apply_dns(f: &mut AppFacts, m: &dns::Message) -> bool {
-    let before = (f.dns_query.clone(), f.dns_rcode, f.dns_answers.len(), f.dns_queries.len());
+    let before = (
+        f.dns_query.clone(),
+        f.dns_rcode,
+        f.dns_answers.len(),
+        f.dns_queries.len(),
+    );
     if f.dns_query.is_none() {
         f.dns_query = m.query.clone();
         f.dns_qtype = m.qtype;
@@ -397,5 +501,11 @@ fn apply_dns(f: &mut AppFacts, m: &dns::Message) -> bool {
         f.dns_rcode = Some(m.rcode);
         f.dns_answers = m.answers.clone();
     }
-    before != (f.dns_query.clone(), f.dns_rcode, f.dns_answers.len(), f.dns_queries.len())
+    before
+        != (
+            f.dns_query.clone(),
+            f.dns_rcode,
+            f.dns_answers.len(),
+            f.dns_queries.len(),
+        )
 }

@@ -13,13 +13,16 @@ const V2: u32 = 0x6b33_43cf;
 const DRAFT29: u32 = 0xff00_001d;
 
 const SALT_V1: [u8; 20] = [
-    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb, 0x7f, 0x0a,
+    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
+    0xcc, 0xbb, 0x7f, 0x0a,
 ];
 const SALT_V2: [u8; 20] = [
-    0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb, 0xf9, 0xbd, 0x2e, 0xd9,
+    0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb,
+    0xf9, 0xbd, 0x2e, 0xd9,
 ];
 const SALT_DRAFT29: [u8; 20] = [
-    0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97, 0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0, 0x43, 0x90, 0xa8, 0x99,
+    0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97, 0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0,
+    0x43, 0x90, 0xa8, 0x99,
 ];
 
 /// CRYPTO bytes kept per connection: enough for a ClientHello with large key shares.
@@ -29,7 +32,12 @@ const MAX_CHUNKS: usize = 64;
 
 /// A long-header packet of a version we can read.
 pub fn probe(d: &[u8]) -> bool {
-    d.len() >= 7 && d[0] & 0xc0 == 0xc0 && matches!(u32::from_be_bytes([d[1], d[2], d[3], d[4]]), V1 | V2 | DRAFT29)
+    d.len() >= 7
+        && d[0] & 0xc0 == 0xc0
+        && matches!(
+            u32::from_be_bytes([d[1], d[2], d[3], d[4]]),
+            V1 | V2 | DRAFT29
+        )
 }
 
 /// The client's CRYPTO stream as it arrives.
@@ -116,7 +124,9 @@ pub fn client_datagram(d: &[u8], stream: &mut CryptoStream) -> bool {
     let mut rest = d;
     let mut any = false;
     while rest.len() >= 7 && rest[0] & 0x80 != 0 {
-        let Some(len) = initial_packet(rest, stream) else { break };
+        let Some(len) = initial_packet(rest, stream) else {
+            break;
+        };
         any = true;
         rest = &rest[len..];
     }
@@ -173,7 +183,13 @@ fn initial_packet(p: &[u8], stream: &mut CryptoStream) -> Option<usize> {
     let aead = aes_gcm::Aes128Gcm::new_from_slice(&keys.key).ok()?;
     let nonce = aes_gcm::aead::Nonce::<aes_gcm::Aes128Gcm>::try_from(&nonce[..]).ok()?;
     let plain = aead
-        .decrypt(&nonce, aes_gcm::aead::Payload { msg: packet.get(pn_offset + pn_len..)?, aad: &header })
+        .decrypt(
+            &nonce,
+            aes_gcm::aead::Payload {
+                msg: packet.get(pn_offset + pn_len..)?,
+                aad: &header,
+            },
+        )
         .ok()?;
     stream.version = version;
     frames(&plain, stream);
@@ -209,9 +225,13 @@ fn frames(mut b: &[u8], stream: &mut CryptoStream) {
             }
             0x06 => {
                 let Some((off, n1)) = varint(b) else { return };
-                let Some((len, n2)) = varint(&b[n1..]) else { return };
+                let Some((len, n2)) = varint(&b[n1..]) else {
+                    return;
+                };
                 let start = n1 + n2;
-                let Some(data) = b.get(start..start + len as usize) else { return };
+                let Some(data) = b.get(start..start + len as usize) else {
+                    return;
+                };
                 if stream.chunks.len() < MAX_CHUNKS && off < MAX_CRYPTO as u64 {
                     stream.chunks.push((off, data.to_vec()));
                 }
@@ -238,7 +258,10 @@ mod tests {
 
     #[test]
     fn varints_rfc9000_appendix_a1() {
-        assert_eq!(varint(&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c]), Some((151_288_809_941_952_652, 8)));
+        assert_eq!(
+            varint(&[0xc2, 0x19, 0x7c, 0x5e, 0xff, 0x14, 0xe8, 0x8c]),
+            Some((151_288_809_941_952_652, 8))
+        );
         assert_eq!(varint(&[0x9d, 0x7f, 0x3e, 0x7d]), Some((494_878_333, 4)));
         assert_eq!(varint(&[0x7b, 0xbd]), Some((15_293, 2)));
         assert_eq!(varint(&[0x25]), Some((37, 1)));

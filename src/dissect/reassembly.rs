@@ -43,8 +43,13 @@ impl Stream {
     /// Adds one segment; returns true when new in-order bytes arrived.
     pub fn segment(&mut self, seq: u32, flags: u8, payload: &Bytes, truncated: bool) -> bool {
         if flags & SYN != 0 {
-            // The SYN consumes one sequence number; data (TCP Fast Open) follows it.
-            self.next_seq.get_or_insert(seq.wrapping_add(1));
+            // The SYN consumes one sequence number; data (TCP Fast Open) follows it. A
+            // new SYN before any data is a new attempt with a new initial sequence.
+            if self.data.is_empty() && self.pending.is_empty() {
+                self.next_seq = Some(seq.wrapping_add(1));
+            } else {
+                self.next_seq.get_or_insert(seq.wrapping_add(1));
+            }
             if payload.is_empty() {
                 return false;
             }

@@ -10,18 +10,29 @@ pub fn probe(b: &[u8]) -> bool {
     b.starts_with(b"SSH-")
 }
 
-/// The identification string and where the binary protocol starts. A server may send
-/// other lines first (RFC 4253 §4.2); they are skipped.
+/// Bytes a line before the identification string may have (RFC 4253 §4.2 allows the
+/// server to send other lines first).
+const MAX_PRE_BANNER_LINE: usize = 8192;
+
+/// The identification string and where the binary protocol starts. Lines before it are
+/// skipped; the string ends at CR LF, LF or, as some servers send it, a NUL byte.
 pub fn banner(stream: &[u8]) -> Option<(String, usize)> {
     let mut at = 0;
-    for _ in 0..32 {
+    // Bounded by the inspected bytes; a line per iteration.
+    for _ in 0..stream.len().min(4096) {
         let rest = stream.get(at..)?;
-        let end = rest.iter().take(MAX_BANNER + 2).position(|c| *c == b'\n')?;
-        let line = &rest[..end];
-        if line.starts_with(b"SSH-") {
-            let text = String::from_utf8_lossy(line).trim_end_matches('\r').to_string();
+        if rest.starts_with(b"SSH-") {
+            let end = rest
+                .iter()
+                .take(MAX_BANNER + 2)
+                .position(|c| *c == b'\n' || *c == 0)?;
+            let text = String::from_utf8_lossy(&rest[..end]).trim_end().to_string();
             return Some((text, at + end + 1));
         }
+        let end = rest
+            .iter()
+            .take(MAX_PRE_BANNER_LINE)
+            .position(|c| *c == b'\n')?;
         at += end + 1;
     }
     None
@@ -52,7 +63,10 @@ pub fn hassh(lists: &[String; 10], server: bool) -> String {
     // kex, hostkey, enc c2s, enc s2c, mac c2s, mac s2c, comp c2s, comp s2c, lang c2s, lang s2c
     let (enc, mac, comp) = if server { (3, 5, 7) } else { (2, 4, 6) };
     let s = format!("{};{};{};{}", lists[0], lists[enc], lists[mac], lists[comp]);
-    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]
@@ -65,11 +79,27 @@ mod tests {
         let s = b"Welcome\r\nSSH-2.0-OpenSSH_8.7\r\n\x00\x00";
         assert_eq!(banner(s), Some(("SSH-2.0-OpenSSH_8.7".into(), 30)));
         assert_eq!(banner(b"SSH-2.0-Go"), None, "incomplete line");
+        // suricata-verify tests/bug-4903: a Cisco server ends its banner with NULs.
+        assert_eq!(
+            banner(b"SSH-1.99-Cisco_server-1.24 \0\0\0").map(|b| b.0),
+            Some("SSH-1.99-Cisco_server-1.24".into())
+        );
     }
 
     #[test]
     fn kexinit_and_hassh() {
-        let names = ["curve25519-sha256", "ssh-ed25519", "aes128-ctr", "aes256-ctr", "hmac-sha2-256", "hmac-sha2-512", "none", "zlib", "", ""];
+        let names = [
+            "curve25519-sha256",
+            "ssh-ed25519",
+            "aes128-ctr",
+            "aes256-ctr",
+            "hmac-sha2-256",
+            "hmac-sha2-512",
+            "none",
+            "zlib",
+            "",
+            "",
+        ];
         let mut payload = vec![20];
         payload.extend_from_slice(&[0; 16]);
         for n in names {
@@ -78,13 +108,18 @@ mod tests {
         }
         payload.extend_from_slice(&[0, 0, 0, 0, 0]);
         let padding = 4;
-        let mut pkt = ((payload.len() + padding + 1) as u32).to_be_bytes().to_vec();
+        let mut pkt = ((payload.len() + padding + 1) as u32)
+            .to_be_bytes()
+            .to_vec();
         pkt.push(padding as u8);
         pkt.extend_from_slice(&payload);
         pkt.extend_from_slice(&[0; 4]);
         let lists = kexinit(&pkt).unwrap();
         assert_eq!(lists[0], "curve25519-sha256");
-        let expect: String = Md5::digest(b"curve25519-sha256;aes128-ctr;hmac-sha2-256;none").iter().map(|b| format!("{b:02x}")).collect();
+        let expect: String = Md5::digest(b"curve25519-sha256;aes128-ctr;hmac-sha2-256;none")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(hassh(&lists, false), expect);
         for n in 0..pkt.len() {
             let _ = kexinit(&pkt[..n]);

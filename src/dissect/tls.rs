@@ -66,25 +66,55 @@ pub fn handshake_records(stream: &[u8]) -> Records {
         let (ct, major) = (rest[0], rest[1]);
         let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
         if major != 3 || len > (1 << 14) + 2048 {
-            return if out.is_empty() { Records::NotTls } else { Records::Handshake { bytes: out, more: false } };
+            return if out.is_empty() {
+                Records::NotTls
+            } else {
+                Records::Handshake {
+                    bytes: out,
+                    more: false,
+                }
+            };
         }
         match ct {
             CT_HANDSHAKE => {}
-            CT_CCS | CT_ALERT | CT_APPDATA => return Records::Handshake { bytes: out, more: false },
-            _ => return if out.is_empty() { Records::NotTls } else { Records::Handshake { bytes: out, more: false } },
+            CT_CCS | CT_ALERT | CT_APPDATA => {
+                return Records::Handshake {
+                    bytes: out,
+                    more: false,
+                }
+            }
+            _ => {
+                return if out.is_empty() {
+                    Records::NotTls
+                } else {
+                    Records::Handshake {
+                        bytes: out,
+                        more: false,
+                    }
+                }
+            }
         }
         let Some(fragment) = rest.get(5..5 + len) else {
             // A record still arriving: take what is there, more may come.
             out.extend_from_slice(&rest[5..]);
-            return Records::Handshake { bytes: out, more: true };
+            return Records::Handshake {
+                bytes: out,
+                more: true,
+            };
         };
         out.extend_from_slice(fragment);
         if out.len() > MAX_HANDSHAKE {
-            return Records::Handshake { bytes: out, more: false };
+            return Records::Handshake {
+                bytes: out,
+                more: false,
+            };
         }
         rest = &rest[5 + len..];
     }
-    Records::Handshake { bytes: out, more: true }
+    Records::Handshake {
+        bytes: out,
+        more: true,
+    }
 }
 
 /// The first complete handshake message of type `want` in `hs`, header included.
@@ -133,7 +163,9 @@ pub fn parse_client_hello(msg: &[u8]) -> Option<ClientHello> {
         let mut rest = ext;
         while rest.len() >= 4 {
             let len = usize::from(u16::from_be_bytes([rest[2], rest[3]]));
-            let Some(one) = rest.get(..4 + len) else { break };
+            let Some(one) = rest.get(..4 + len) else {
+                break;
+            };
             if let Ok((_, list)) = tls_parser::parse_tls_client_hello_extensions(one) {
                 for e in list {
                     match e {
@@ -144,12 +176,21 @@ pub fn parse_client_hello(msg: &[u8]) -> Option<ClientHello> {
                                 .map(|(_, n)| String::from_utf8_lossy(n).into_owned());
                         }
                         TlsExtension::ALPN(protos) => {
-                            out.alpn = protos.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+                            out.alpn = protos
+                                .iter()
+                                .map(|p| String::from_utf8_lossy(p).into_owned())
+                                .collect();
                         }
-                        TlsExtension::SupportedVersions(v) => out.supported_versions = v.iter().map(|v| v.0).collect(),
-                        TlsExtension::EllipticCurves(g) => out.groups = g.iter().map(|g| g.0).collect(),
+                        TlsExtension::SupportedVersions(v) => {
+                            out.supported_versions = v.iter().map(|v| v.0).collect()
+                        }
+                        TlsExtension::EllipticCurves(g) => {
+                            out.groups = g.iter().map(|g| g.0).collect()
+                        }
                         TlsExtension::EcPointFormats(f) => out.point_formats = f.to_vec(),
-                        TlsExtension::SignatureAlgorithms(s) => out.signature_algorithms = s.clone(),
+                        TlsExtension::SignatureAlgorithms(s) => {
+                            out.signature_algorithms = s.clone()
+                        }
                         _ => {}
                     }
                 }
@@ -212,7 +253,17 @@ mod tests {
     fn hello() -> Vec<u8> {
         let mut exts = Vec::new();
         let sni = b"api.example.com";
-        exts.extend_from_slice(&[0, 0, 0, (sni.len() + 5) as u8, 0, (sni.len() + 3) as u8, 0, 0, sni.len() as u8]);
+        exts.extend_from_slice(&[
+            0,
+            0,
+            0,
+            (sni.len() + 5) as u8,
+            0,
+            (sni.len() + 3) as u8,
+            0,
+            0,
+            sni.len() as u8,
+        ]);
         exts.extend_from_slice(sni);
         exts.extend_from_slice(&[0, 0x10, 0, 5, 0, 3, 2, b'h', b'2']);
         exts.extend_from_slice(&[0, 0x2b, 0, 3, 2, 3, 4]);
@@ -234,7 +285,9 @@ mod tests {
     fn client_hello_fields() {
         let rec = hello();
         assert!(probe(&rec));
-        let Records::Handshake { bytes, .. } = handshake_records(&rec) else { panic!() };
+        let Records::Handshake { bytes, .. } = handshake_records(&rec) else {
+            panic!()
+        };
         let ch = parse_client_hello(find_message(&bytes, HS_CLIENT_HELLO).unwrap()).unwrap();
         assert_eq!(ch.sni.as_deref(), Some("api.example.com"));
         assert_eq!(ch.alpn, vec!["h2"]);
@@ -264,7 +317,9 @@ mod tests {
         two.extend_from_slice(a);
         two.extend_from_slice(&[22, 3, 1, 0, b.len() as u8]);
         two.extend_from_slice(b);
-        let Records::Handshake { bytes, .. } = handshake_records(&two) else { panic!() };
+        let Records::Handshake { bytes, .. } = handshake_records(&two) else {
+            panic!()
+        };
         assert!(parse_client_hello(find_message(&bytes, HS_CLIENT_HELLO).unwrap()).is_some());
     }
 }

@@ -98,7 +98,15 @@ const T_OTHER: usize = 4;
 
 impl FlowTable {
     pub fn new(interval_s: u64, timeouts: &Timeouts, sessions: Arc<SessionMap>) -> FlowTable {
-        Self::with_inspection(interval_s, timeouts, sessions, InspectConfig { enabled: false, ..Default::default() })
+        Self::with_inspection(
+            interval_s,
+            timeouts,
+            sessions,
+            InspectConfig {
+                enabled: false,
+                ..Default::default()
+            },
+        )
     }
 
     pub fn with_inspection(
@@ -218,10 +226,20 @@ impl FlowTable {
         if self.inspect.enabled && !flow.inspected {
             let insp = flow.inspect.get_or_insert_with(|| {
                 let client = flow.conn.originator();
-                let server_port = p.key.endpoints(client).1 .1;
-                Box::new(Inspector::new(client, server_port, self.inspect.max_bytes))
+                Box::new(Inspector::new(
+                    client,
+                    [p.key.lo.1, p.key.hi.1],
+                    self.inspect.max_bytes,
+                ))
             });
-            insp.packet(&p.key, p.side, p.tcp_flags, p.tcp_seq, &p.payload, p.truncated);
+            insp.packet(
+                &p.key,
+                p.side,
+                p.tcp_flags,
+                p.tcp_seq,
+                &p.payload,
+                p.truncated,
+            );
             if insp.done() {
                 finish_inspection(flow, &mut self.stats);
             }

@@ -384,14 +384,24 @@ impl<'a> FlowBuilder<'a> {
     fn note(&mut self, fact: &'static str, needle: &[u8]) {
         let end = self.out[self.first_packet..]
             .iter()
-            .find_map(|p| p.frame.windows(needle.len()).position(|w| w == needle).map(|i| i + needle.len()))
+            .find_map(|p| {
+                p.frame
+                    .windows(needle.len())
+                    .position(|w| w == needle)
+                    .map(|i| i + needle.len())
+            })
             .unwrap_or(usize::MAX);
         self.fact_ends.push((fact, end));
     }
 
     fn finish(mut self, truncate: Option<usize>) -> FlowTruth {
         if let Some(n) = truncate {
-            self.truth.hidden = self.fact_ends.iter().filter(|(_, end)| *end > n).map(|(f, _)| *f).collect();
+            self.truth.hidden = self
+                .fact_ends
+                .iter()
+                .filter(|(_, end)| *end > n)
+                .map(|(f, _)| *f)
+                .collect();
         }
         self.truth
     }
@@ -511,7 +521,10 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                         let req = format!("GET /index.html?id={} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {ua}\r\nAccept: */*\r\n\r\n", rng.below(10_000));
                         f.send(true, req.as_bytes(), rtt);
                         f.note("http_host", format!("Host: {host}\r\n").as_bytes());
-                        f.note("http_user_agent", format!("User-Agent: {ua}\r\n").as_bytes());
+                        f.note(
+                            "http_user_agent",
+                            format!("User-Agent: {ua}\r\n").as_bytes(),
+                        );
                         let body = vec![b'x'; rng.range(100, 30_000) as usize];
                         let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
                         resp.extend_from_slice(&body);

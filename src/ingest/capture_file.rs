@@ -41,6 +41,8 @@ pub enum LinkType {
     Null,
     /// LINKTYPE_LOOP (108): OpenBSD loopback, address family in network order.
     Loop,
+    /// LINKTYPE_PPP (9) and LINKTYPE_PPP_HDLC (50).
+    Ppp,
     /// Anything else: counted and skipped by decap.
     Other(i32),
 }
@@ -56,6 +58,7 @@ impl LinkType {
             276 => LinkType::LinuxSll2,
             0 => LinkType::Null,
             108 => LinkType::Loop,
+            9 | 50 => LinkType::Ppp,
             other => LinkType::Other(other),
         }
     }

@@ -222,7 +222,10 @@ fn app_value(a: &AppFacts, field: Field) -> Option<Value<'_>> {
         Field::HttpUserAgent => s(&a.http_user_agent),
         Field::HttpStatus => a.http_status.map(|c| Value::Num(u64::from(c))),
         Field::HttpContentType => s(&a.http_content_type),
-        Field::HttpRequests => a.http_method.as_ref().map(|_| Value::Num(1 + a.http_more_requests as u64)),
+        Field::HttpRequests => a
+            .http_method
+            .as_ref()
+            .map(|_| Value::Num(1 + a.http_more_requests as u64)),
         Field::DnsQuery => s(&a.dns_query),
         Field::DnsQueries => list(&a.dns_queries),
         Field::DnsQtype => a.dns_qtype.map(|c| Value::Num(u64::from(c))),

@@ -100,7 +100,12 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
-        let table = FlowTable::with_inspection(opts.interval_s, &opts.timeouts, opts.sessions.clone(), opts.inspect.clone());
+        let table = FlowTable::with_inspection(
+            opts.interval_s,
+            &opts.timeouts,
+            opts.sessions.clone(),
+            opts.inspect.clone(),
+        );
         let rec_tx = rec_tx.clone();
         worker_threads.push(
             thread::Builder::new()
@@ -201,7 +206,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
             ingest.tunnelled += u64::from(d.ctx.tunnel != Tunnel::None);
             // The payload is a slice of the mapped file: a reference count, no copy.
             let payload = if view.payload.1 > 0 {
-                let start = frame.data.as_ptr() as usize - file.bytes().as_ptr() as usize + view.payload.0 as usize;
+                let start = frame.data.as_ptr() as usize - file.bytes().as_ptr() as usize
+                    + view.payload.0 as usize;
                 file.bytes().slice(start..start + view.payload.1 as usize)
             } else {
                 bytes::Bytes::new()

@@ -109,6 +109,7 @@ fn datagram_for(
                 LinkType::LinuxSll => data.get(16..).unwrap_or(&[]),
                 LinkType::LinuxSll2 => data.get(20..).unwrap_or(&[]),
                 LinkType::Null | LinkType::Loop => data.get(4..).unwrap_or(&[]),
+                LinkType::Ppp => data.get(2..).unwrap_or(&[]),
                 LinkType::Ethernet | LinkType::Other(_) => &[],
             };
             let ether_type: [u8; 2] = match ip.first().map(|b| b >> 4) {

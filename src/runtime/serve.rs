@@ -252,7 +252,12 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         let m = Arc::new(WorkerMetrics::default());
         m.heartbeat_ns.store(now_ns(), Relaxed);
         worker_metrics.push(m.clone());
-        let table = FlowTable::with_inspection(interval, &cfg.timeouts, shared.get().0, cfg.inspect.clone());
+        let table = FlowTable::with_inspection(
+            interval,
+            &cfg.timeouts,
+            shared.get().0,
+            cfg.inspect.clone(),
+        );
         let (out, shared) = (rec_tx.clone(), shared.clone());
         worker_threads.push(spawn(&format!("mf-worker-{w}"), move || {
             run_worker(table, rx, out, m, shared)
@@ -927,7 +932,13 @@ mod tests {
         let view = parse::view(&frame, &dec).unwrap();
         let mut stats = IngestStats::default();
         for i in 0..3u64 {
-            d.push(&dec.ctx, &view, (120 + i) * NS, bytes::Bytes::new(), &mut stats);
+            d.push(
+                &dec.ctx,
+                &view,
+                (120 + i) * NS,
+                bytes::Bytes::new(),
+                &mut stats,
+            );
             d.flush();
         }
         // The first batch fits the queue, the next two are dropped, never blocking.
