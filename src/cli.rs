@@ -233,6 +233,7 @@ pub fn run() -> i32 {
                 } else {
                     config.inspect.clone()
                 },
+                detect: config.detect.clone(),
                 ports: TunnelPorts {
                     vxlan: capture.vxlan_port,
                     geneve: capture.geneve_port,

@@ -185,6 +185,7 @@ pub struct Config {
     pub serve: ServeConfig,
     pub sink: SinkConfig,
     pub inspect: InspectConfig,
+    pub detect: crate::detect::DetectConfig,
     #[serde(rename = "session")]
     pub sessions: Vec<SessionConfig>,
 }

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod decap;
+pub mod detect;
 pub mod dispatch;
 pub mod dissect;
 pub mod flow;

@@ -146,3 +146,31 @@ fn bundled_truncated_sample_reports_no_hidden_fact() {
     let (found, hidden) = check(&cap);
     println!("pcaps/mirror-vxlan-trunc128.pcap: {found} facts exact, {hidden} hidden and absent");
 }
+
+#[test]
+fn findings_reach_the_records() {
+    let dir = scratch("findings");
+    let cap = dir.join("scan.pcap");
+    // 200 flows include a 24-port scan of the interface (gen's "portscan" kind).
+    gen(&cap, &["--flows", "200", "--seed", "3"]);
+    let truth = std::fs::read_to_string(format!("{}.truth.jsonl", cap.display())).unwrap();
+    let scanners: std::collections::HashSet<String> = truth
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|t| t["kind"] == "portscan")
+        .map(|t| t["srcaddr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!scanners.is_empty());
+    let (code, recs, err) = replay_json(&[&cap], &[]);
+    assert_eq!(code, 0, "{err}");
+    let flagged: std::collections::HashSet<String> = recs
+        .iter()
+        .filter(|r| r["findings"].as_array().is_some_and(|f| f.iter().any(|x| x["code"] == "port-scan")))
+        .map(|r| r["srcaddr"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(flagged, scanners, "every scanner, and only scanners, is flagged");
+    // Text output carries the same finding through ${findings}.
+    let o = run(&["replay", "-q", "--format", "${srcaddr} ${findings}", cap.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().any(|l| l.contains("port-scan=")), "text findings");
+}

@@ -297,6 +297,18 @@ impl Inspector {
                 }
             }
             Proto::Http => {
+                // A CONNECT tunnel (RFC 9110 §9.3.6) carries TLS after the proxy's answer.
+                if f.tls_ja3.is_none() && cd.starts_with(b"CONNECT ") {
+                    if let Some(end) = cd.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let rest = &cd[end + 4..];
+                        if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(rest) {
+                            if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO).and_then(tls::parse_client_hello) {
+                                apply_client_hello(f, &ch, false);
+                                changed = true;
+                            }
+                        }
+                    }
+                }
                 if let Some(r) = http::requests(cd) {
                     if let Some(first) = r.first {
                         let before = (

@@ -11,6 +11,10 @@ use sha2::Sha256;
 const V1: u32 = 0x0000_0001;
 const V2: u32 = 0x6b33_43cf;
 const DRAFT29: u32 = 0xff00_001d;
+/// Drafts 23 to 28 share one salt; Facebook's mvfst used it with its own version.
+const DRAFT27: u32 = 0xff00_001b;
+const DRAFT28: u32 = 0xff00_001c;
+const MVFST27: u32 = 0xface_b002;
 
 const SALT_V1: [u8; 20] = [
     0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
@@ -19,6 +23,9 @@ const SALT_V1: [u8; 20] = [
 const SALT_V2: [u8; 20] = [
     0x0d, 0xed, 0xe3, 0xde, 0xf7, 0x00, 0xa6, 0xdb, 0x81, 0x93, 0x81, 0xbe, 0x6e, 0x26, 0x9d, 0xcb,
     0xf9, 0xbd, 0x2e, 0xd9,
+];
+const SALT_DRAFT23: [u8; 20] = [
+    0xc3, 0xee, 0xf7, 0x12, 0xc7, 0x2e, 0xbb, 0x5a, 0x11, 0xa7, 0xd2, 0x43, 0x2b, 0xb4, 0x63, 0x65, 0xbe, 0xf9, 0xf5, 0x02,
 ];
 const SALT_DRAFT29: [u8; 20] = [
     0xaf, 0xbf, 0xec, 0x28, 0x99, 0x93, 0xd2, 0x4c, 0x9e, 0x97, 0x86, 0xf1, 0x9c, 0x61, 0x11, 0xe0,
@@ -107,6 +114,7 @@ fn client_keys(version: u32, dcid: &[u8]) -> Option<Keys> {
         V1 => (&SALT_V1, "quic"),
         V2 => (&SALT_V2, "quicv2"),
         DRAFT29 => (&SALT_DRAFT29, "quic"),
+        DRAFT27 | DRAFT28 | MVFST27 => (&SALT_DRAFT23, "quic"),
         _ => return None,
     };
     let (initial, _) = Hkdf::<Sha256>::extract(Some(salt), dcid);
@@ -139,7 +147,7 @@ fn initial_packet(p: &[u8], stream: &mut CryptoStream) -> Option<usize> {
     let ptype = (p[0] >> 4) & 0x03;
     let is_initial = match version {
         V2 => ptype == 1,
-        V1 | DRAFT29 => ptype == 0,
+        V1 | DRAFT29 | DRAFT27 | DRAFT28 | MVFST27 => ptype == 0,
         _ => false,
     };
     let mut at = 5;

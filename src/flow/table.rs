@@ -360,6 +360,7 @@ fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut Flow
             truncated_packets: c.truncated,
             app: app.clone(),
             community_id: Some(cid.clone()),
+            detections: Vec::new(),
         });
         stats.records += 1;
     }

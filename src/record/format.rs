@@ -194,6 +194,10 @@ impl RecordFormat {
             Field::ConnState => Value::Str(r.conn_state),
             Field::TruncatedPackets => Value::Num(r.truncated_packets),
             Field::CommunityId => return r.community_id.as_deref().map(Value::Str),
+            Field::Findings => {
+                let app = r.app.as_deref().map(|a| a.findings.as_slice()).unwrap_or(&[]);
+                return (!app.is_empty() || !r.detections.is_empty()).then_some(Value::Findings(app, &r.detections));
+            }
             _ => return app_value(r.app.as_deref()?, field),
         })
     }
@@ -235,7 +239,6 @@ fn app_value(a: &AppFacts, field: Field) -> Option<Value<'_>> {
         Field::SshServer => s(&a.ssh_server),
         Field::SshHassh => s(&a.ssh_hassh),
         Field::SshHasshServer => s(&a.ssh_hassh_server),
-        Field::Findings => (!a.findings.is_empty()).then(|| Value::Findings(a.findings.as_slice())),
         _ => None,
     }
 }
@@ -248,8 +251,9 @@ pub enum Value<'a> {
     Ip(std::net::IpAddr),
     /// Several strings: comma-separated in text, an array in JSON.
     List(&'a [String]),
-    /// `code=detail` pairs: `;`-separated in text, objects in JSON.
-    Findings(&'a [Finding]),
+    /// `code=detail` pairs (connection findings, then detections): `;`-separated in
+    /// text, objects in JSON.
+    Findings(&'a [Finding], &'a [Finding]),
 }
 
 impl Value<'_> {
@@ -271,9 +275,10 @@ impl Value<'_> {
                 let joined = items.join(",");
                 Value::Str(&joined).write_text(out);
             }
-            Value::Findings(items) => {
-                let joined = items
+            Value::Findings(a, b) => {
+                let joined = a
                     .iter()
+                    .chain(b.iter())
                     .map(|f| format!("{}={}", f.code, f.detail))
                     .collect::<Vec<_>>()
                     .join(";");
@@ -296,9 +301,10 @@ impl Value<'_> {
             Value::List(items) => {
                 out.push_str(&serde_json::to_string(items).unwrap_or_else(|_| "[]".into()));
             }
-            Value::Findings(items) => {
-                let v: Vec<serde_json::Value> = items
+            Value::Findings(a, b) => {
+                let v: Vec<serde_json::Value> = a
                     .iter()
+                    .chain(b.iter())
                     .map(|f| serde_json::json!({"code": f.code, "detail": f.detail}))
                     .collect();
                 out.push_str(&serde_json::to_string(&v).unwrap_or_else(|_| "[]".into()));
@@ -338,6 +344,7 @@ mod tests {
             truncated_packets: 0,
             app: None,
             community_id: None,
+            detections: Vec::new(),
         }
     }
 

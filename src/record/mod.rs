@@ -88,6 +88,8 @@ pub struct FlowRecord {
     pub app: Option<Arc<crate::dissect::AppFacts>>,
     /// Community ID v1 of the connection.
     pub community_id: Option<Arc<str>>,
+    /// Findings of the record-stream detectors (scans, floods, transfers).
+    pub detections: Vec<crate::dissect::Finding>,
 }
 
 impl FlowRecord {
@@ -121,6 +123,7 @@ impl FlowRecord {
             truncated_packets: 0,
             app: None,
             community_id: None,
+            detections: Vec::new(),
         }
     }
 

@@ -38,6 +38,7 @@ pub struct ReplayOptions {
     pub interval_s: u64,
     pub timeouts: Timeouts,
     pub inspect: InspectConfig,
+    pub detect: crate::detect::DetectConfig,
     pub ports: TunnelPorts,
     pub sessions: Arc<SessionMap>,
     pub format: RecordFormat,
@@ -92,7 +93,10 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let (rec_tx, rec_rx) = bounded::<Vec<FlowRecord>>(workers * 4);
     let writer_thread = thread::Builder::new()
         .name("mf-writer".into())
-        .spawn(move || write_records(writer, rec_rx))
+        .spawn({
+            let detector = crate::detect::Detector::new(opts.detect.clone(), opts.interval_s);
+            move || write_records(writer, rec_rx, detector)
+        })
         .map_err(|e| ReplayError::Output(format!("cannot start writer thread: {e}")))?;
 
     let mut senders = Vec::with_capacity(workers);
@@ -274,9 +278,14 @@ fn run_worker(
     table.stats()
 }
 
-fn write_records(mut w: RecordWriter, rx: Receiver<Vec<FlowRecord>>) -> std::io::Result<u64> {
+fn write_records(
+    mut w: RecordWriter,
+    rx: Receiver<Vec<FlowRecord>>,
+    mut detector: crate::detect::Detector,
+) -> std::io::Result<u64> {
     let mut failure = None;
-    for batch in rx {
+    for mut batch in rx {
+        detector.observe(&mut batch);
         if failure.is_none() {
             if let Err(e) = w.write_all(&batch) {
                 // Keep draining so workers never block on a dead writer.

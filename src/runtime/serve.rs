@@ -237,7 +237,8 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
     let writer = {
         let m = sink_metrics.clone();
         let reopen = reopen.clone();
-        spawn("mf-writer", move || run_writer(sink, rec_rx, m, reopen))?
+        let detector = crate::detect::Detector::new(cfg.detect.clone(), interval);
+        spawn("mf-writer", move || run_writer(sink, rec_rx, m, reopen, detector))?
     };
 
     let mut senders = Vec::new();
@@ -736,6 +737,7 @@ fn run_writer(
     rx: Receiver<Vec<FlowRecord>>,
     m: Arc<SinkMetrics>,
     reopen: Arc<AtomicBool>,
+    mut detector: crate::detect::Detector,
 ) -> std::io::Result<u64> {
     let mut delay = new_histogram();
     let mut last_tick = Instant::now();
@@ -743,7 +745,8 @@ fn run_writer(
     loop {
         m.heartbeat_ns.store(now_ns(), Relaxed);
         let done = match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(batch) => {
+            Ok(mut batch) => {
+                detector.observe(&mut batch);
                 let now_s = now_ns() / NS;
                 for r in &batch {
                     let _ = delay.record((now_s.saturating_sub(r.end) * 1000).max(1));

@@ -1,0 +1,194 @@
+//! Detect: heuristics over the record stream, where one record alone says too little.
+//! Runs in the writer, which sees every record of every worker, per aggregation window:
+//!
+//! - `port-scan`: one source left many (destination, port) pairs unanswered or refused
+//!   (conn-state S0, REJ, RSTOS0, SH) in a window;
+//! - `syn-flood`: one destination port got many unanswered attempts from many sources;
+//! - `large-outbound-transfer`: an interface sent a lot to one public address.
+//!
+//! A finding is attached to the record that crosses the threshold and to every later
+//! record of the same source (or destination) in that window; the records before the
+//! crossing were already written. Thresholds are named constants, configurable as
+//! `[detect]`.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::dissect::Finding;
+use crate::record::{FlowDirection, FlowRecord, LogStatus};
+
+/// Distinct (destination, port) pairs a source must fail to reach in a window.
+pub const PORT_SCAN_TARGETS: usize = 20;
+/// Unanswered attempts from distinct sources to one destination port in a window.
+pub const SYN_FLOOD_SOURCES: usize = 100;
+/// Bytes one interface sends to one public address in a window.
+pub const LARGE_TRANSFER_BYTES: u64 = 1 << 30;
+/// Windows kept behind the newest one seen: workers hand records over in their own
+/// order, so a window's records keep arriving after later windows have begun.
+const WINDOWS_KEPT: u64 = 3;
+/// Entries per map per window: a flood of sources cannot grow the detector further.
+const MAX_TRACKED: usize = 100_000;
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DetectConfig {
+    pub port_scan_targets: usize,
+    pub syn_flood_sources: usize,
+    pub large_transfer_bytes: u64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            port_scan_targets: PORT_SCAN_TARGETS,
+            syn_flood_sources: SYN_FLOOD_SOURCES,
+            large_transfer_bytes: LARGE_TRANSFER_BYTES,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Window {
+    scan_targets: HashMap<IpAddr, HashSet<(IpAddr, u16)>>,
+    flood_sources: HashMap<(IpAddr, u16), HashSet<IpAddr>>,
+    outbound: HashMap<(IpAddr, IpAddr), u64>,
+}
+
+pub struct Detector {
+    cfg: DetectConfig,
+    windows: std::collections::BTreeMap<u64, Window>,
+    interval: u64,
+}
+
+/// Private, shared, loopback, link-local and documentation-free addresses count as
+/// internal; everything else as public.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            let o = v.octets();
+            !(v.is_private() || v.is_loopback() || v.is_link_local() || v.is_unspecified() || v.is_broadcast() || v.is_multicast() || o[0] == 100 && (64..128).contains(&o[1]))
+        }
+        IpAddr::V6(v) => {
+            let s = v.segments();
+            !(v.is_loopback() || v.is_unspecified() || v.is_multicast() || s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfe80)
+        }
+    }
+}
+
+impl Detector {
+    pub fn new(cfg: DetectConfig, interval: u64) -> Detector {
+        Detector {
+            cfg,
+            windows: Default::default(),
+            interval: interval.max(1),
+        }
+    }
+
+    fn window(&mut self, start: u64) -> &mut Window {
+        let w = start - start % self.interval;
+        let newest = self.windows.keys().next_back().copied().unwrap_or(w).max(w);
+        let oldest_kept = newest.saturating_sub(WINDOWS_KEPT * self.interval);
+        self.windows.retain(|s, _| *s >= oldest_kept || *s == w);
+        self.windows.entry(w).or_default()
+    }
+
+    /// Observes records in write order and attaches findings.
+    pub fn observe(&mut self, records: &mut [FlowRecord]) {
+        let cfg = self.cfg.clone();
+        for r in records.iter_mut() {
+            if r.log_status != LogStatus::Ok {
+                continue;
+            }
+            let w = self.window(r.start);
+            let failed = matches!(r.conn_state, "S0" | "REJ" | "RSTOS0" | "SH");
+            // Only the originator's record of a failed attempt counts (its srcport is
+            // the scanner's, its dstport the probed one).
+            if r.protocol == 6 && failed && r.tcp_flags & 0x02 != 0 && r.tcp_flags & 0x10 == 0 {
+                let targets = w.scan_targets.entry(r.srcaddr).or_default();
+                if targets.len() < MAX_TRACKED {
+                    targets.insert((r.dstaddr, r.dstport));
+                }
+                let n = targets.len();
+                if n >= cfg.port_scan_targets {
+                    r.detections.push(Finding {
+                        code: "port-scan",
+                        detail: format!("{n} destination ports/hosts failed from {} in this window", r.srcaddr),
+                    });
+                }
+                if r.conn_state == "S0" {
+                    let sources = w.flood_sources.entry((r.dstaddr, r.dstport)).or_default();
+                    if sources.len() < MAX_TRACKED {
+                        sources.insert(r.srcaddr);
+                    }
+                    let n = sources.len();
+                    if n >= cfg.syn_flood_sources {
+                        r.detections.push(Finding {
+                            code: "syn-flood",
+                            detail: format!("{n} sources left connections to {}:{} unanswered", r.dstaddr, r.dstport),
+                        });
+                    }
+                }
+            }
+            let outbound = r.flow_direction == Some(FlowDirection::Egress) || r.flow_direction.is_none() && !is_public(r.srcaddr);
+            if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
+                let total = w.outbound.entry((r.srcaddr, r.dstaddr)).or_default();
+                *total += r.bytes;
+                if *total >= cfg.large_transfer_bytes {
+                    let t = *total;
+                    r.detections.push(Finding {
+                        code: "large-outbound-transfer",
+                        detail: format!("{t} bytes from {} to {} in this window", r.srcaddr, r.dstaddr),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(src: &str, dst: &str, port: u16, state: &'static str) -> FlowRecord {
+        let mut r = FlowRecord::status_only(None, None, None, LogStatus::Ok, 600, 600);
+        r.srcaddr = src.parse().unwrap();
+        r.dstaddr = dst.parse().unwrap();
+        r.srcport = 40000;
+        r.dstport = port;
+        r.protocol = 6;
+        r.packets = 1;
+        r.bytes = 44;
+        r.tcp_flags = 2;
+        r.conn_state = state;
+        r
+    }
+
+    #[test]
+    fn port_scan_found_at_threshold() {
+        let mut d = Detector::new(DetectConfig::default(), 600);
+        let mut recs: Vec<FlowRecord> = (0..25).map(|p| probe("203.0.113.66", "10.0.1.10", 1000 + p, if p % 2 == 0 { "S0" } else { "REJ" })).collect();
+        d.observe(&mut recs);
+        assert!(recs[..PORT_SCAN_TARGETS - 1].iter().all(|r| r.detections.is_empty()));
+        assert!(recs[PORT_SCAN_TARGETS - 1..].iter().all(|r| r.detections[0].code == "port-scan"));
+        // Normal completed connections never count.
+        let mut ok: Vec<FlowRecord> = (0..50).map(|p| probe("203.0.113.67", "10.0.1.10", 1000 + p, "SF")).collect();
+        d.observe(&mut ok);
+        assert!(ok.iter().all(|r| r.detections.is_empty()));
+    }
+
+    #[test]
+    fn syn_flood_and_large_transfer() {
+        let mut d = Detector::new(DetectConfig { syn_flood_sources: 5, large_transfer_bytes: 1000, ..Default::default() }, 600);
+        let mut recs: Vec<FlowRecord> = (0..6).map(|i| probe(&format!("198.51.100.{i}"), "10.0.1.10", 443, "S0")).collect();
+        d.observe(&mut recs);
+        assert_eq!(recs[4].detections.last().unwrap().code, "syn-flood");
+        let mut big = probe("10.0.1.10", "198.51.100.9", 443, "SF");
+        big.bytes = 5000;
+        big.flow_direction = Some(FlowDirection::Egress);
+        let mut v = vec![big];
+        d.observe(&mut v);
+        assert_eq!(v[0].detections[0].code, "large-outbound-transfer");
+    }
+}
