@@ -13,6 +13,7 @@ pub mod detect;
 pub mod dispatch;
 pub mod dissect;
 pub mod flow;
+pub mod fuzzing;
 pub mod gen;
 pub mod ingest;
 pub mod parse;

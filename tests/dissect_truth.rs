@@ -165,12 +165,28 @@ fn findings_reach_the_records() {
     assert_eq!(code, 0, "{err}");
     let flagged: std::collections::HashSet<String> = recs
         .iter()
-        .filter(|r| r["findings"].as_array().is_some_and(|f| f.iter().any(|x| x["code"] == "port-scan")))
+        .filter(|r| {
+            r["findings"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x["code"] == "port-scan"))
+        })
         .map(|r| r["srcaddr"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(flagged, scanners, "every scanner, and only scanners, is flagged");
+    assert_eq!(
+        flagged, scanners,
+        "every scanner, and only scanners, is flagged"
+    );
     // Text output carries the same finding through ${findings}.
-    let o = run(&["replay", "-q", "--format", "${srcaddr} ${findings}", cap.to_str().unwrap()]);
+    let o = run(&[
+        "replay",
+        "-q",
+        "--format",
+        "${srcaddr} ${findings}",
+        cap.to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.lines().any(|l| l.contains("port-scan=")), "text findings");
+    assert!(
+        text.lines().any(|l| l.contains("port-scan=")),
+        "text findings"
+    );
 }

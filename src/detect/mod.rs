@@ -68,11 +68,21 @@ pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v) => {
             let o = v.octets();
-            !(v.is_private() || v.is_loopback() || v.is_link_local() || v.is_unspecified() || v.is_broadcast() || v.is_multicast() || o[0] == 100 && (64..128).contains(&o[1]))
+            !(v.is_private()
+                || v.is_loopback()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || v.is_multicast()
+                || o[0] == 100 && (64..128).contains(&o[1]))
         }
         IpAddr::V6(v) => {
             let s = v.segments();
-            !(v.is_loopback() || v.is_unspecified() || v.is_multicast() || s[0] & 0xfe00 == 0xfc00 || s[0] & 0xffc0 == 0xfe80)
+            !(v.is_loopback()
+                || v.is_unspecified()
+                || v.is_multicast()
+                || s[0] & 0xfe00 == 0xfc00
+                || s[0] & 0xffc0 == 0xfe80)
         }
     }
 }
@@ -114,7 +124,10 @@ impl Detector {
                 if n >= cfg.port_scan_targets {
                     r.detections.push(Finding {
                         code: "port-scan",
-                        detail: format!("{n} destination ports/hosts failed from {} in this window", r.srcaddr),
+                        detail: format!(
+                            "{n} destination ports/hosts failed from {} in this window",
+                            r.srcaddr
+                        ),
                     });
                 }
                 if r.conn_state == "S0" {
@@ -126,12 +139,16 @@ impl Detector {
                     if n >= cfg.syn_flood_sources {
                         r.detections.push(Finding {
                             code: "syn-flood",
-                            detail: format!("{n} sources left connections to {}:{} unanswered", r.dstaddr, r.dstport),
+                            detail: format!(
+                                "{n} sources left connections to {}:{} unanswered",
+                                r.dstaddr, r.dstport
+                            ),
                         });
                     }
                 }
             }
-            let outbound = r.flow_direction == Some(FlowDirection::Egress) || r.flow_direction.is_none() && !is_public(r.srcaddr);
+            let outbound = r.flow_direction == Some(FlowDirection::Egress)
+                || r.flow_direction.is_none() && !is_public(r.srcaddr);
             if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
                 let total = w.outbound.entry((r.srcaddr, r.dstaddr)).or_default();
                 *total += r.bytes;
@@ -139,7 +156,10 @@ impl Detector {
                     let t = *total;
                     r.detections.push(Finding {
                         code: "large-outbound-transfer",
-                        detail: format!("{t} bytes from {} to {} in this window", r.srcaddr, r.dstaddr),
+                        detail: format!(
+                            "{t} bytes from {} to {} in this window",
+                            r.srcaddr, r.dstaddr
+                        ),
                     });
                 }
             }
@@ -168,20 +188,44 @@ mod tests {
     #[test]
     fn port_scan_found_at_threshold() {
         let mut d = Detector::new(DetectConfig::default(), 600);
-        let mut recs: Vec<FlowRecord> = (0..25).map(|p| probe("203.0.113.66", "10.0.1.10", 1000 + p, if p % 2 == 0 { "S0" } else { "REJ" })).collect();
+        let mut recs: Vec<FlowRecord> = (0..25)
+            .map(|p| {
+                probe(
+                    "203.0.113.66",
+                    "10.0.1.10",
+                    1000 + p,
+                    if p % 2 == 0 { "S0" } else { "REJ" },
+                )
+            })
+            .collect();
         d.observe(&mut recs);
-        assert!(recs[..PORT_SCAN_TARGETS - 1].iter().all(|r| r.detections.is_empty()));
-        assert!(recs[PORT_SCAN_TARGETS - 1..].iter().all(|r| r.detections[0].code == "port-scan"));
+        assert!(recs[..PORT_SCAN_TARGETS - 1]
+            .iter()
+            .all(|r| r.detections.is_empty()));
+        assert!(recs[PORT_SCAN_TARGETS - 1..]
+            .iter()
+            .all(|r| r.detections[0].code == "port-scan"));
         // Normal completed connections never count.
-        let mut ok: Vec<FlowRecord> = (0..50).map(|p| probe("203.0.113.67", "10.0.1.10", 1000 + p, "SF")).collect();
+        let mut ok: Vec<FlowRecord> = (0..50)
+            .map(|p| probe("203.0.113.67", "10.0.1.10", 1000 + p, "SF"))
+            .collect();
         d.observe(&mut ok);
         assert!(ok.iter().all(|r| r.detections.is_empty()));
     }
 
     #[test]
     fn syn_flood_and_large_transfer() {
-        let mut d = Detector::new(DetectConfig { syn_flood_sources: 5, large_transfer_bytes: 1000, ..Default::default() }, 600);
-        let mut recs: Vec<FlowRecord> = (0..6).map(|i| probe(&format!("198.51.100.{i}"), "10.0.1.10", 443, "S0")).collect();
+        let mut d = Detector::new(
+            DetectConfig {
+                syn_flood_sources: 5,
+                large_transfer_bytes: 1000,
+                ..Default::default()
+            },
+            600,
+        );
+        let mut recs: Vec<FlowRecord> = (0..6)
+            .map(|i| probe(&format!("198.51.100.{i}"), "10.0.1.10", 443, "S0"))
+            .collect();
         d.observe(&mut recs);
         assert_eq!(recs[4].detections.last().unwrap().code, "syn-flood");
         let mut big = probe("10.0.1.10", "198.51.100.9", 443, "SF");

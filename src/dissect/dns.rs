@@ -95,7 +95,7 @@ pub fn probe(b: &[u8]) -> bool {
     }
     let qd = u16::from_be_bytes([b[4], b[5]]);
     let opcode = (b[2] >> 3) & 0x0f;
-    qd >= 1 && qd <= 4 && opcode <= 5
+    (1..=4).contains(&qd) && opcode <= 5
 }
 
 #[cfg(test)]

@@ -301,8 +301,11 @@ impl Inspector {
                 if f.tls_ja3.is_none() && cd.starts_with(b"CONNECT ") {
                     if let Some(end) = cd.windows(4).position(|w| w == b"\r\n\r\n") {
                         let rest = &cd[end + 4..];
-                        if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(rest) {
-                            if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO).and_then(tls::parse_client_hello) {
+                        if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(rest)
+                        {
+                            if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO)
+                                .and_then(tls::parse_client_hello)
+                            {
                                 apply_client_hello(f, &ch, false);
                                 changed = true;
                             }
@@ -414,8 +417,8 @@ impl Inspector {
     }
 
     fn analyze_udp(&mut self, from_client: bool, d: &Bytes, _truncated: bool) {
-        if self.proto == Proto::Unknown || self.proto == Proto::Quic {
-            if from_client && quic::probe(d) {
+        if matches!(self.proto, Proto::Unknown | Proto::Quic) && from_client && quic::probe(d) {
+            {
                 let stream = self.quic.get_or_insert_with(Default::default);
                 if quic::client_datagram(d, stream) {
                     let crypto = stream.assembled();

@@ -10,7 +10,7 @@ pub mod flow_key;
 
 use std::net::IpAddr;
 
-use etherparse::{Ipv6ExtensionSlice, LaxNetSlice, LinkSlice, TransportSlice};
+use etherparse::{LaxNetSlice, LinkSlice, TransportSlice};
 
 use crate::decap::Decapsulated;
 pub use flow_key::{FlowKey, Side};
@@ -115,17 +115,8 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
                 // Jumbograms and TSO captures say 0: count what was captured.
                 40 + v6.extensions().slice().len() + payload.payload.len()
             };
-            let mut fragment = Fragment::No;
-            for ext in v6.extensions().clone() {
-                if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                    let id = f.identification();
-                    if f.fragment_offset().value() > 0 {
-                        fragment = Fragment::Later { id };
-                    } else if f.more_fragments() {
-                        fragment = Fragment::First { id };
-                    }
-                }
-            }
+            let exts = v6.extensions();
+            let fragment = ipv6_fragment(exts.first_header().map(|n| n.0), exts.slice());
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
@@ -207,6 +198,42 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
         }
     }
     Ok(v)
+}
+
+/// Finds the fragment header among IPv6 extension headers (RFC 8200 §4), walking the
+/// raw bytes with checked reads. (etherparse's extension iterator trusts lengths it did
+/// not check on lax slices; fuzzing found it reading past the end.)
+fn ipv6_fragment(first: Option<u8>, mut b: &[u8]) -> Fragment {
+    let mut next = first;
+    for _ in 0..16 {
+        let Some(n) = next else { return Fragment::No };
+        let len = match n {
+            44 => {
+                let (Some(off), Some(id)) = (b.get(2..4), b.get(4..8)) else {
+                    return Fragment::No;
+                };
+                let offset = u16::from_be_bytes([off[0], off[1]]) >> 3;
+                let more = off[1] & 1 != 0;
+                let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+                return if offset > 0 {
+                    Fragment::Later { id }
+                } else if more {
+                    Fragment::First { id }
+                } else {
+                    Fragment::No
+                };
+            }
+            0 | 43 | 60 | 135 | 139 | 140 => (usize::from(*b.get(1).unwrap_or(&0)) + 1) * 8,
+            51 => (usize::from(*b.get(1).unwrap_or(&0)) + 2) * 4,
+            _ => return Fragment::No,
+        };
+        next = b.first().copied();
+        b = b.get(len..).unwrap_or(&[]);
+        if b.is_empty() {
+            return Fragment::No;
+        }
+    }
+    Fragment::No
 }
 
 #[cfg(test)]

@@ -195,8 +195,13 @@ impl RecordFormat {
             Field::TruncatedPackets => Value::Num(r.truncated_packets),
             Field::CommunityId => return r.community_id.as_deref().map(Value::Str),
             Field::Findings => {
-                let app = r.app.as_deref().map(|a| a.findings.as_slice()).unwrap_or(&[]);
-                return (!app.is_empty() || !r.detections.is_empty()).then_some(Value::Findings(app, &r.detections));
+                let app = r
+                    .app
+                    .as_deref()
+                    .map(|a| a.findings.as_slice())
+                    .unwrap_or(&[]);
+                return (!app.is_empty() || !r.detections.is_empty())
+                    .then_some(Value::Findings(app, &r.detections));
             }
             _ => return app_value(r.app.as_deref()?, field),
         })

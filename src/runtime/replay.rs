@@ -90,12 +90,13 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     })?;
     let stop = opts.stop.clone();
 
-    let (rec_tx, rec_rx) = bounded::<Vec<FlowRecord>>(workers * 4);
+    let (rec_tx, rec_rx) = bounded::<ToWriter>(workers * 8);
     let writer_thread = thread::Builder::new()
         .name("mf-writer".into())
         .spawn({
             let detector = crate::detect::Detector::new(opts.detect.clone(), opts.interval_s);
-            move || write_records(writer, rec_rx, detector)
+            let interval = opts.interval_s;
+            move || write_records(writer, rec_rx, detector, workers, interval)
         })
         .map_err(|e| ReplayError::Output(format!("cannot start writer thread: {e}")))?;
 
@@ -114,7 +115,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         worker_threads.push(
             thread::Builder::new()
                 .name(format!("mf-worker-{w}"))
-                .spawn(move || run_worker(table, rx, rec_tx))
+                .spawn(move || run_worker(w, table, rx, rec_tx))
                 .map_err(|e| ReplayError::Output(format!("cannot start worker thread: {e}")))?,
         );
     }
@@ -254,47 +255,131 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     })
 }
 
+/// What workers tell the writer: records, and how far in packet time they have got.
+enum ToWriter {
+    Records(Vec<FlowRecord>),
+    Watermark { worker: usize, ns: u64 },
+}
+
+/// A window's records are all emitted once every worker is this far past its end: the
+/// late-packet grace, a sweep interval, and a margin (see `flow::table`).
+const SEAL_AFTER_NS: u64 = crate::flow::table::LATE_PACKET_GRACE_NS
+    + crate::flow::table::SWEEP_INTERVAL_NS
+    + 5_000_000_000;
+
 fn run_worker(
+    id: usize,
     mut table: FlowTable,
     rx: Receiver<Batch>,
-    out: Sender<Vec<FlowRecord>>,
+    out: Sender<ToWriter>,
 ) -> FlowTableStats {
     let mut records = Vec::with_capacity(RECORD_BATCH);
     for batch in rx {
+        let mut latest = 0;
         for p in &batch {
             table.process(p, &mut records);
+            latest = latest.max(p.ts_ns);
         }
-        if records.len() >= RECORD_BATCH {
-            let _ = out.send(std::mem::replace(
+        if !records.is_empty() {
+            let _ = out.send(ToWriter::Records(std::mem::replace(
                 &mut records,
                 Vec::with_capacity(RECORD_BATCH),
-            ));
+            )));
         }
+        let _ = out.send(ToWriter::Watermark {
+            worker: id,
+            ns: latest,
+        });
     }
     table.flush(&mut records);
     if !records.is_empty() {
-        let _ = out.send(records);
+        let _ = out.send(ToWriter::Records(records));
     }
+    let _ = out.send(ToWriter::Watermark {
+        worker: id,
+        ns: u64::MAX,
+    });
     table.stats()
 }
 
+/// Holds each window's records until every worker is past it, then writes them in a
+/// stable order after the detectors have seen the whole window: so the output, findings
+/// included, is the same for any number of workers.
 fn write_records(
     mut w: RecordWriter,
-    rx: Receiver<Vec<FlowRecord>>,
+    rx: Receiver<ToWriter>,
     mut detector: crate::detect::Detector,
+    workers: usize,
+    interval_s: u64,
 ) -> std::io::Result<u64> {
     let mut failure = None;
-    for mut batch in rx {
-        detector.observe(&mut batch);
+    let mut pending: std::collections::BTreeMap<u64, Vec<FlowRecord>> = Default::default();
+    let mut marks = vec![0u64; workers];
+    let mut write = |batch: &mut Vec<FlowRecord>,
+                     w: &mut RecordWriter,
+                     failure: &mut Option<std::io::Error>| {
+        batch.sort_by(record_order);
+        detector.observe(batch);
         if failure.is_none() {
-            if let Err(e) = w.write_all(&batch) {
+            if let Err(e) = w.write_all(batch) {
                 // Keep draining so workers never block on a dead writer.
-                failure = Some(e);
+                *failure = Some(e);
             }
         }
+    };
+    for msg in rx {
+        match msg {
+            ToWriter::Records(recs) => {
+                for r in recs {
+                    pending
+                        .entry(r.start - r.start % interval_s)
+                        .or_default()
+                        .push(r);
+                }
+            }
+            ToWriter::Watermark { worker, ns } => {
+                marks[worker] = marks[worker].max(ns);
+                let sealed_before = marks.iter().min().copied().unwrap_or(0);
+                while let Some((&start, _)) = pending.first_key_value() {
+                    let end_ns = (start + interval_s).saturating_mul(1_000_000_000);
+                    if sealed_before != u64::MAX
+                        && end_ns.saturating_add(SEAL_AFTER_NS) > sealed_before
+                    {
+                        break;
+                    }
+                    let Some((_, mut batch)) = pending.pop_first() else {
+                        break;
+                    };
+                    write(&mut batch, &mut w, &mut failure);
+                }
+            }
+        }
+    }
+    while let Some((_, mut batch)) = pending.pop_first() {
+        write(&mut batch, &mut w, &mut failure);
     }
     match failure {
         Some(e) => Err(e),
         None => w.finish(),
     }
+}
+
+/// A total order on records of one window (start first), for stable output.
+fn record_order(a: &FlowRecord, b: &FlowRecord) -> std::cmp::Ordering {
+    let key = |r: &FlowRecord| {
+        (
+            r.start,
+            r.vni,
+            r.mirror_source,
+            r.srcaddr,
+            r.srcport,
+            r.dstaddr,
+            r.dstport,
+            r.protocol,
+            r.end,
+            r.packets,
+            r.bytes,
+        )
+    };
+    key(a).cmp(&key(b))
 }

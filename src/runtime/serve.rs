@@ -238,7 +238,9 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         let m = sink_metrics.clone();
         let reopen = reopen.clone();
         let detector = crate::detect::Detector::new(cfg.detect.clone(), interval);
-        spawn("mf-writer", move || run_writer(sink, rec_rx, m, reopen, detector))?
+        spawn("mf-writer", move || {
+            run_writer(sink, rec_rx, m, reopen, detector)
+        })?
     };
 
     let mut senders = Vec::new();
