@@ -13,8 +13,15 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 
+/// A fact kind: its name, the (peer, facts key) pairs that give it, and our fields.
+type Kind = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+);
+
 /// Peer fact keys per kind: (peer, key in facts).
-const KINDS: &[(&str, &[(&str, &str)], &[&str])] = &[
+const KINDS: &[Kind] = &[
     (
         "sni",
         &[
