@@ -45,6 +45,10 @@ pub struct AppFacts {
     pub tls_ja3_string: Option<String>,
     pub tls_ja3s: Option<String>,
     pub tls_ja4: Option<String>,
+    /// The server certificate (visible up to TLS 1.2).
+    pub tls_cert_subject: Option<String>,
+    pub tls_cert_issuer: Option<String>,
+    pub tls_cert_san: Vec<String>,
     pub http_method: Option<String>,
     pub http_host: Option<String>,
     pub http_uri: Option<String>,
@@ -98,6 +102,8 @@ pub struct Inspector {
     done: bool,
     /// Facts changed since the record layer last took a copy.
     pub dirty: bool,
+    /// The server's certificate was read, or cannot be (TLS 1.3, or its flight ended).
+    cert_done: bool,
     /// A hole or truncation ended a stream early.
     pub gap: bool,
     /// Port of each key side (`[lo, hi]`).
@@ -117,6 +123,7 @@ impl Inspector {
             facts: AppFacts::default(),
             done: false,
             dirty: false,
+            cert_done: false,
             gap: false,
             ports,
             server_port,
@@ -278,19 +285,36 @@ impl Inspector {
                         }
                     }
                 }
-                if f.tls_ja3s.is_none() {
-                    if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(sd) {
-                        if let Some(sh) = tls::find_message(&bytes, tls::HS_SERVER_HELLO)
-                            .and_then(tls::parse_server_hello)
-                        {
-                            f.tls_version = Some(tls::version_name(sh.version));
-                            f.tls_cipher = Some(sh.cipher);
-                            f.tls_ja3s = Some(fingerprint::ja3s(&sh).1);
-                            changed = true;
+                if f.tls_ja3s.is_none() || !self.cert_done {
+                    if let tls::Records::Handshake { bytes, more } = tls::handshake_records(sd) {
+                        if f.tls_ja3s.is_none() {
+                            if let Some(sh) = tls::find_message(&bytes, tls::HS_SERVER_HELLO)
+                                .and_then(tls::parse_server_hello)
+                            {
+                                f.tls_version = Some(tls::version_name(sh.version));
+                                f.tls_cipher = Some(sh.cipher);
+                                f.tls_ja3s = Some(fingerprint::ja3s(&sh).1);
+                                // TLS 1.3 encrypts the certificate.
+                                self.cert_done |= sh.version >= 0x0304;
+                                changed = true;
+                            }
+                        }
+                        if !self.cert_done {
+                            if let Some(cert) = tls::find_message(&bytes, tls::HS_CERTIFICATE)
+                                .and_then(tls::parse_certificate)
+                            {
+                                f.tls_cert_subject = Some(cert.subject);
+                                f.tls_cert_issuer = Some(cert.issuer);
+                                f.tls_cert_san = cert.san;
+                                self.cert_done = true;
+                                changed = true;
+                            } else if !more {
+                                self.cert_done = true;
+                            }
                         }
                     }
                 }
-                if f.tls_ja3.is_some() && f.tls_ja3s.is_some() {
+                if f.tls_ja3.is_some() && f.tls_ja3s.is_some() && self.cert_done {
                     self.dirty |= changed;
                     self.finish();
                     return;

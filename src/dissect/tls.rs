@@ -229,6 +229,47 @@ pub fn parse_server_hello(msg: &[u8]) -> Option<ServerHello> {
     Some(out)
 }
 
+/// Handshake type of the server's certificate chain.
+pub const HS_CERTIFICATE: u8 = 11;
+
+/// Subject, issuer and DNS subject-alternative names of the server's certificate, as
+/// sent in the clear up to TLS 1.2 (x509-parser).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerCertificate {
+    pub subject: String,
+    pub issuer: String,
+    pub san: Vec<String>,
+}
+
+/// Names per certificate kept.
+pub const MAX_SAN: usize = 16;
+
+/// Parses a Certificate handshake message (header included): the leaf certificate.
+pub fn parse_certificate(msg: &[u8]) -> Option<ServerCertificate> {
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::Certificate(c)))) =
+        tls_parser::parse_tls_message_handshake(msg)
+    else {
+        return None;
+    };
+    let leaf = c.cert_chain.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.data).ok()?;
+    let mut san = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                if san.len() < MAX_SAN {
+                    san.push(d.to_string());
+                }
+            }
+        }
+    }
+    Some(ServerCertificate {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        san,
+    })
+}
+
 /// "TLSv1.3", "TLSv1.2", ..., "SSLv3".
 pub fn version_name(v: u16) -> String {
     match v {

@@ -80,6 +80,9 @@ fields! {
     TlsJa3 => "tls-ja3", 0;
     TlsJa3s => "tls-ja3s", 0;
     TlsJa4 => "tls-ja4", 0;
+    TlsCertSubject => "tls-cert-subject", 0;
+    TlsCertIssuer => "tls-cert-issuer", 0;
+    TlsCertSan => "tls-cert-san", 0;
     HttpMethod => "http-method", 0;
     HttpHost => "http-host", 0;
     HttpUri => "http-uri", 0;
