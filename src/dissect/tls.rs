@@ -337,6 +337,37 @@ mod tests {
         assert_eq!(ch.ciphers, vec![0x1301, 0x0a0a]);
     }
 
+    /// The ClientHello record of arkime `tests/pcap/curl-enabled-tls13.pcap` (bytes copied
+    /// from the capture's first client data segment); Arkime and TShark recorded SNI
+    /// enabled.tls13.com, JA3 eeadfd2f446a45ded96f804720a0c75b and (Arkime) JA4
+    /// t13d0413h2_16476d049b0b_ffceb19bae65 for it.
+    const CURL_TLS13: &[u8] = include_bytes!("vectors/arkime__curl-enabled-tls13.clienthello.bin");
+
+    #[test]
+    fn arkime_curl_tls13_client_hello() {
+        let Records::Handshake { bytes, .. } = handshake_records(CURL_TLS13) else {
+            panic!()
+        };
+        let ch = parse_client_hello(find_message(&bytes, HS_CLIENT_HELLO).unwrap()).unwrap();
+        assert_eq!(ch.sni.as_deref(), Some("enabled.tls13.com"));
+        assert_eq!(
+            super::super::fingerprint::ja3(&ch).1,
+            "eeadfd2f446a45ded96f804720a0c75b"
+        );
+        assert_eq!(
+            super::super::fingerprint::ja4(&ch, false),
+            "t13d0413h2_16476d049b0b_ffceb19bae65"
+        );
+        for n in 0..CURL_TLS13.len() {
+            if let Records::Handshake { bytes, .. } = handshake_records(&CURL_TLS13[..n]) {
+                assert!(
+                    find_message(&bytes, HS_CLIENT_HELLO).is_none(),
+                    "prefix {n} is incomplete"
+                );
+            }
+        }
+    }
+
     #[test]
     fn every_truncated_prefix_is_incomplete_never_a_panic() {
         let rec = hello();

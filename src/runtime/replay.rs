@@ -237,6 +237,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         flows.packets += s.packets;
         flows.bytes += s.bytes;
         flows.truncated_packets += s.truncated_packets;
+        flows.inspect_gaps += s.inspect_gaps;
     }
     let records_written = writer_thread
         .join()

@@ -611,6 +611,7 @@ fn publish_worker(table: &FlowTable, m: &WorkerMetrics, hist: &hdrhistogram::His
     m.idle_expired.store(s.idle_expired, Relaxed);
     m.records.store(s.records, Relaxed);
     m.packets.store(s.packets, Relaxed);
+    m.inspect_gaps.store(s.inspect_gaps, Relaxed);
     if let Ok(mut h) = m.batch_ns.lock() {
         *h = Some(hist.clone());
     }

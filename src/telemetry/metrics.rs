@@ -70,6 +70,8 @@ pub struct WorkerMetrics {
     pub idle_expired: AtomicU64,
     pub records: AtomicU64,
     pub packets: AtomicU64,
+    /// Connections whose inspection ended at a hole or a truncated segment.
+    pub inspect_gaps: AtomicU64,
     /// Batch processing time in ns (snapshot).
     pub batch_ns: Mutex<Option<Histogram<u64>>>,
 }

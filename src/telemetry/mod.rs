@@ -95,6 +95,7 @@ impl RunSummary {
         let _ = writeln!(s, "  non-IP frames     {:>14}", i.not_ip());
         let _ = writeln!(s, "  truncated packets {:>14}", i.truncated);
         let _ = writeln!(s, "  orphan fragments  {:>14}", i.orphan_fragments);
+        let _ = writeln!(s, "  inspection gaps   {:>14}", self.flows.inspect_gaps);
         let _ = writeln!(s, "  damaged captures  {:>14}", i.damaged_captures);
         let _ = writeln!(s, "  workers           {:>14}", self.workers);
         let _ = writeln!(s, "  time              {:>13.3}s", secs);
