@@ -12,6 +12,8 @@ pub const DNS_LONG_LABEL: usize = 50;
 pub const DNS_HIGH_ENTROPY: f64 = 4.0;
 /// Minimum label length for the entropy test to mean anything.
 pub const DNS_ENTROPY_MIN_LEN: usize = 24;
+/// TXT queries on one connection that look like a channel rather than lookups.
+pub const DNS_TXT_VOLUME: u32 = 10;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Finding {
@@ -106,6 +108,13 @@ pub fn connection_findings(f: &AppFacts, server_port: u16, mut list: Vec<Finding
         }
         if f.dns_qtype == Some(16) && q.len() > DNS_LONG_LABEL {
             add(&mut list, "dns-tunnel-suspect", "long TXT query".into());
+        }
+        if f.dns_txt_queries >= DNS_TXT_VOLUME {
+            add(
+                &mut list,
+                "dns-tunnel-suspect",
+                format!("{} TXT queries on one connection", f.dns_txt_queries),
+            );
         }
     }
     list

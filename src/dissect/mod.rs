@@ -64,6 +64,8 @@ pub struct AppFacts {
     pub dns_qtype: Option<u16>,
     pub dns_rcode: Option<u8>,
     pub dns_answers: Vec<String>,
+    /// TXT queries seen on the connection (tunnels move data in TXT answers).
+    pub dns_txt_queries: u32,
     pub ssh_client: Option<String>,
     pub ssh_server: Option<String>,
     pub ssh_hassh: Option<String>,
@@ -530,6 +532,9 @@ fn apply_dns(f: &mut AppFacts, m: &dns::Message) -> bool {
     if f.dns_query.is_none() {
         f.dns_query = m.query.clone();
         f.dns_qtype = m.qtype;
+    }
+    if !m.response && m.qtype == Some(16) {
+        f.dns_txt_queries += 1;
     }
     if let Some(q) = &m.query {
         if f.dns_queries.len() < MAX_DNS_NAMES && !f.dns_queries.contains(q) {
