@@ -133,6 +133,12 @@ enum Command {
         /// Share of flows over IPv6, 0.0 to 1.0
         #[arg(long, default_value_t = 0.2)]
         ipv6_share: f64,
+        /// Instead of sessions, a flood for overload tests: syn, fragments or bad-vxlan
+        #[arg(long)]
+        flood: Option<mirrorflow::gen::flood::Flood>,
+        /// Packets in the flood
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
     },
 }
 
@@ -234,6 +240,7 @@ pub fn run() -> i32 {
                     config.inspect.clone()
                 },
                 detect: config.detect.clone(),
+                max_flows: config.limits.max_flows,
                 ports: TunnelPorts {
                     vxlan: capture.vxlan_port,
                     geneve: capture.geneve_port,
@@ -368,7 +375,21 @@ pub fn run() -> i32 {
             vni,
             truncate,
             ipv6_share,
+            flood,
+            packets,
         } => {
+            if let Some(kind) = flood {
+                return match mirrorflow::gen::flood::write_flood(&out, kind, packets, seed) {
+                    Ok(()) => {
+                        eprintln!("mirrorflow gen: {packets} packets of {kind:?} flood -> {}", out.display());
+                        EXIT_OK
+                    }
+                    Err(e) => {
+                        eprintln!("mirrorflow: gen: {}: {e}", out.display());
+                        EXIT_FAILED
+                    }
+                };
+            }
             if !(0.0..=1.0).contains(&ipv6_share) {
                 eprintln!(
                     "mirrorflow: option '--ipv6-share' = {ipv6_share}: must be between 0 and 1"

@@ -61,6 +61,24 @@ impl Default for Timeouts {
     }
 }
 
+/// Resource limits: what a flood can make the appliance hold.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LimitsConfig {
+    /// Flows held at once across all workers; past it the oldest idle flows are
+    /// written out and evicted. About 300 bytes each without payload inspection.
+    pub max_flows: usize,
+}
+
+/// Default flow capacity: 1 M flows, some 300-500 MB.
+pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { max_flows: DEFAULT_MAX_FLOWS }
+    }
+}
+
 /// Payload inspection (dissectors).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -186,6 +204,7 @@ pub struct Config {
     pub sink: SinkConfig,
     pub inspect: InspectConfig,
     pub detect: crate::detect::DetectConfig,
+    pub limits: LimitsConfig,
     #[serde(rename = "session")]
     pub sessions: Vec<SessionConfig>,
 }
@@ -273,6 +292,9 @@ impl Config {
             if v.is_empty() || v.contains(['/', '_', ' ']) {
                 return Err(format!("key '{key}' = \"{v}\": must be non-empty without '/', '_' or spaces (it names S3-style paths)"));
             }
+        }
+        if self.limits.max_flows < 64 {
+            return Err(format!("key 'limits.max-flows' = {}: must be at least 64", self.limits.max_flows));
         }
         if self.inspect.max_bytes == 0 || self.inspect.max_bytes > 1 << 20 {
             return Err(format!(

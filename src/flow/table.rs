@@ -77,6 +77,10 @@ pub struct FlowTableStats {
     pub truncated_packets: u64,
     /// Connections whose inspection ended at a hole or a truncated segment.
     pub inspect_gaps: u64,
+    /// Flows written out early because the table was full.
+    pub evicted: u64,
+    /// Most flows held at once.
+    pub peak_flows: u64,
 }
 
 pub struct FlowTable {
@@ -87,7 +91,14 @@ pub struct FlowTable {
     next_sweep_ns: u64,
     stats: FlowTableStats,
     inspect: InspectConfig,
+    max_flows: usize,
+    /// Packet time of the last eviction for lack of room (health reports it).
+    pub last_eviction_ns: u64,
 }
+
+/// Share of the table freed at once when it is full: evicting in bulk keeps the cost of
+/// finding the oldest flows (a scan) amortised over many new flows.
+pub const EVICT_FRACTION: usize = 8;
 
 // Index into `timeouts`.
 const T_TCP: usize = 0;
@@ -129,7 +140,32 @@ impl FlowTable {
             next_sweep_ns: 0,
             stats: FlowTableStats::default(),
             inspect,
+            max_flows: usize::MAX,
+            last_eviction_ns: 0,
         }
+    }
+
+    /// Caps the flows this table holds (at least 8).
+    pub fn set_max_flows(&mut self, n: usize) {
+        self.max_flows = n.max(8);
+    }
+
+    /// Frees room: the oldest-idle eighth of the table is written out and removed.
+    /// Nothing is lost; a flow that comes back starts a new record.
+    fn evict_oldest(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {
+        let n = (self.flows.len() / EVICT_FRACTION).max(1);
+        let mut idle: Vec<(u64, u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ns, f.first_seq, *k)).collect();
+        idle.select_nth_unstable(n - 1);
+        idle.truncate(n);
+        idle.sort_unstable_by_key(|e| (e.0, e.1));
+        for (_, _, key) in idle {
+            if let Some(mut f) = self.flows.remove(&key) {
+                finish_inspection(&mut f, &mut self.stats);
+                emit(&key, &mut f, out, &mut self.stats);
+                self.stats.evicted += 1;
+            }
+        }
+        self.last_eviction_ns = now_ns;
     }
 
     /// Replaces the session map (SIGHUP reload); flows created from now on use it.
@@ -169,6 +205,7 @@ impl FlowTable {
             self.next_sweep_ns = p.ts_ns + SWEEP_INTERVAL_NS;
         }
         let window = self.window_of(p.ts_ns);
+        self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
         let stats = &mut self.stats;
         stats.packets += 1;
         stats.bytes += u64::from(p.ip_len);
@@ -194,6 +231,10 @@ impl FlowTable {
                 f
             }
             None => {
+                if self.flows.len() >= self.max_flows {
+                    self.evict_oldest(p.ts_ns, out);
+                }
+                let stats = &mut self.stats;
                 stats.flows_created += 1;
                 let interface = self
                     .sessions
@@ -223,7 +264,9 @@ impl FlowTable {
         if flow.icmp.is_none() {
             flow.icmp = p.icmp;
         }
-        if self.inspect.enabled && !flow.inspected {
+        // An inspector is made for the first packet that carries payload: the many
+        // flows that never do (scans, floods, bare handshakes) cost nothing extra.
+        if self.inspect.enabled && !flow.inspected && (flow.inspect.is_some() || !p.payload.is_empty()) {
             let insp = flow.inspect.get_or_insert_with(|| {
                 let client = flow.conn.originator();
                 Box::new(Inspector::new(

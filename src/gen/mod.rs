@@ -10,6 +10,7 @@
 //! AWS tcp-flags, first/last packet time and the payload facts, in the truth format of
 //! `shared/bench/peers-check.py`, then a summary line.
 
+pub mod flood;
 mod packets;
 mod sessions;
 

@@ -39,6 +39,8 @@ pub struct ReplayOptions {
     pub timeouts: Timeouts,
     pub inspect: InspectConfig,
     pub detect: crate::detect::DetectConfig,
+    /// Flows held at once across all workers.
+    pub max_flows: usize,
     pub ports: TunnelPorts,
     pub sessions: Arc<SessionMap>,
     pub format: RecordFormat,
@@ -105,12 +107,13 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
-        let table = FlowTable::with_inspection(
+        let mut table = FlowTable::with_inspection(
             opts.interval_s,
             &opts.timeouts,
             opts.sessions.clone(),
             opts.inspect.clone(),
         );
+        table.set_max_flows(opts.max_flows / workers);
         let rec_tx = rec_tx.clone();
         worker_threads.push(
             thread::Builder::new()
@@ -238,6 +241,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         flows.bytes += s.bytes;
         flows.truncated_packets += s.truncated_packets;
         flows.inspect_gaps += s.inspect_gaps;
+        flows.evicted += s.evicted;
+        flows.peak_flows += s.peak_flows;
     }
     let records_written = writer_thread
         .join()
@@ -261,6 +266,11 @@ enum ToWriter {
     Records(Vec<FlowRecord>),
     Watermark { worker: usize, ns: u64 },
 }
+
+/// Records the writer holds back for stable ordering; past this (a flood of one-packet
+/// flows in one window), the oldest window is written early: nothing is lost, only the
+/// order of that window may then depend on the worker count.
+const MAX_PENDING_RECORDS: usize = 200_000;
 
 /// A window's records are all emitted once every worker is this far past its end: the
 /// late-packet grace, a sweep interval, and a margin (see `flow::table`).
@@ -316,6 +326,7 @@ fn write_records(
     let mut failure = None;
     let mut pending: std::collections::BTreeMap<u64, Vec<FlowRecord>> = Default::default();
     let mut marks = vec![0u64; workers];
+    let mut held = 0usize;
     let mut write = |batch: &mut Vec<FlowRecord>,
                      w: &mut RecordWriter,
                      failure: &mut Option<std::io::Error>| {
@@ -331,11 +342,19 @@ fn write_records(
     for msg in rx {
         match msg {
             ToWriter::Records(recs) => {
+                held += recs.len();
                 for r in recs {
                     pending
                         .entry(r.start - r.start % interval_s)
                         .or_default()
                         .push(r);
+                }
+                while held > MAX_PENDING_RECORDS {
+                    let Some((_, mut batch)) = pending.pop_first() else {
+                        break;
+                    };
+                    held -= batch.len();
+                    write(&mut batch, &mut w, &mut failure);
                 }
             }
             ToWriter::Watermark { worker, ns } => {
@@ -351,6 +370,7 @@ fn write_records(
                     let Some((_, mut batch)) = pending.pop_first() else {
                         break;
                     };
+                    held -= batch.len();
                     write(&mut batch, &mut w, &mut failure);
                 }
             }

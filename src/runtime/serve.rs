@@ -612,6 +612,8 @@ fn publish_worker(table: &FlowTable, m: &WorkerMetrics, hist: &hdrhistogram::His
     m.records.store(s.records, Relaxed);
     m.packets.store(s.packets, Relaxed);
     m.inspect_gaps.store(s.inspect_gaps, Relaxed);
+    m.evicted.store(s.evicted, Relaxed);
+    m.last_eviction_ns.store(table.last_eviction_ns, Relaxed);
     if let Ok(mut h) = m.batch_ns.lock() {
         *h = Some(hist.clone());
     }

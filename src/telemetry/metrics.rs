@@ -17,6 +17,9 @@ use crate::decap::DecapError;
 /// A thread that has not reported for this long is considered dead.
 pub const HEARTBEAT_STALE_NS: u64 = 3_000_000_000;
 
+/// Health stays degraded this long after a flow table had to evict for lack of room.
+pub const EVICTION_DEGRADED_NS: u64 = 10_000_000_000;
+
 /// A worker queue this full (share of capacity) marks the appliance unhealthy.
 pub const QUEUE_SATURATED: f64 = 0.9;
 
@@ -72,6 +75,9 @@ pub struct WorkerMetrics {
     pub packets: AtomicU64,
     /// Connections whose inspection ended at a hole or a truncated segment.
     pub inspect_gaps: AtomicU64,
+    /// Flows written out early because the table was full, and when that last happened.
+    pub evicted: AtomicU64,
+    pub last_eviction_ns: AtomicU64,
     /// Batch processing time in ns (snapshot).
     pub batch_ns: Mutex<Option<Histogram<u64>>>,
 }
@@ -117,6 +123,11 @@ impl ServeMetrics {
                 || now.saturating_sub(w.heartbeat_ns.load(Relaxed)) > HEARTBEAT_STALE_NS
             {
                 return (false, format!("worker {i} is not running"));
+            }
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if now.saturating_sub(w.last_eviction_ns.load(Relaxed)) < EVICTION_DEGRADED_NS {
+                return (false, format!("degraded: worker {i} flow table full, evicting oldest flows"));
             }
         }
         for (i, len) in self.queue_len.iter().enumerate() {
@@ -276,6 +287,11 @@ impl ServeMetrics {
                 s,
                 "mirrorflow_flow_evictions_total{{worker=\"{w}\",reason=\"idle\"}} {}",
                 m.idle_expired.load(Relaxed)
+            );
+            let _ = writeln!(
+                s,
+                "mirrorflow_flow_evictions_total{{worker=\"{w}\",reason=\"capacity\"}} {}",
+                m.evicted.load(Relaxed)
             );
         }
         family(

@@ -85,6 +85,8 @@ impl RunSummary {
         );
         let _ = writeln!(s, "  bytes (IP)        {:>14}", self.flows.bytes);
         let _ = writeln!(s, "  flows             {:>14}", self.flows.flows_created);
+        let _ = writeln!(s, "  flows held (peak) {:>14}", self.flows.peak_flows);
+        let _ = writeln!(s, "  flows evicted     {:>14}   (table full; written out, nothing lost)", self.flows.evicted);
         let _ = writeln!(s, "  records           {:>14}", self.records_written);
         let _ = writeln!(s, "  decap errors      {:>14}", i.decap_error_total());
         for (k, n) in DecapError::KINDS.iter().zip(i.decap_errors.iter()) {
@@ -104,6 +106,16 @@ impl RunSummary {
             "  rate              {:>13.3} Mpps",
             i.frames as f64 / secs / 1e6
         );
+        if let Some(kb) = peak_rss_kb() {
+            let _ = writeln!(s, "  peak memory       {:>10} MiB", kb / 1024);
+        }
         s
     }
+}
+
+/// Peak resident memory of this process (VmHWM), in KiB, where /proc tells it.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
