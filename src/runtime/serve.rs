@@ -255,12 +255,13 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         let m = Arc::new(WorkerMetrics::default());
         m.heartbeat_ns.store(now_ns(), Relaxed);
         worker_metrics.push(m.clone());
-        let table = FlowTable::with_inspection(
+        let mut table = FlowTable::with_inspection(
             interval,
             &cfg.timeouts,
             shared.get().0,
             cfg.inspect.clone(),
         );
+        table.set_max_flows(cfg.limits.max_flows / workers);
         let (out, shared) = (rec_tx.clone(), shared.clone());
         worker_threads.push(spawn(&format!("mf-worker-{w}"), move || {
             run_worker(table, rx, out, m, shared)
