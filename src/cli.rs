@@ -154,9 +154,23 @@ pub fn run() -> i32 {
     };
     let cli = match Cli::try_parse() {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            // One line: clap's message up to its usage and help hints.
+            let text = e.to_string();
+            let head = text.split("\n\nUsage:").next().unwrap_or(&text);
+            let head = head
+                .split("\n\nFor more information")
+                .next()
+                .unwrap_or(head);
+            eprintln!(
+                "mirrorflow: {}",
+                head.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            return EXIT_USAGE;
+        }
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            return EXIT_OK;
         }
     };
     match cli.command {
@@ -381,7 +395,10 @@ pub fn run() -> i32 {
             if let Some(kind) = flood {
                 return match mirrorflow::gen::flood::write_flood(&out, kind, packets, seed) {
                     Ok(()) => {
-                        eprintln!("mirrorflow gen: {packets} packets of {kind:?} flood -> {}", out.display());
+                        eprintln!(
+                            "mirrorflow gen: {packets} packets of {kind:?} flood -> {}",
+                            out.display()
+                        );
                         EXIT_OK
                     }
                     Err(e) => {

@@ -75,7 +75,9 @@ pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { max_flows: DEFAULT_MAX_FLOWS }
+        LimitsConfig {
+            max_flows: DEFAULT_MAX_FLOWS,
+        }
     }
 }
 
@@ -293,8 +295,33 @@ impl Config {
                 return Err(format!("key '{key}' = \"{v}\": must be non-empty without '/', '_' or spaces (it names S3-style paths)"));
             }
         }
+        for (key, v) in [
+            (
+                "detect.port-scan-targets",
+                self.detect.port_scan_targets as u64,
+            ),
+            (
+                "detect.syn-flood-sources",
+                self.detect.syn_flood_sources as u64,
+            ),
+            (
+                "detect.large-transfer-bytes",
+                self.detect.large_transfer_bytes,
+            ),
+        ] {
+            if v == 0 {
+                return Err(format!("key '{key}' = 0: a threshold must be at least 1"));
+            }
+        }
+        if let Some(f) = &self.output.format {
+            crate::record::RecordFormat::custom(crate::record::OutputKind::Text, f)
+                .map_err(|e| format!("key 'output.format' = \"{f}\": {e}"))?;
+        }
         if self.limits.max_flows < 64 {
-            return Err(format!("key 'limits.max-flows' = {}: must be at least 64", self.limits.max_flows));
+            return Err(format!(
+                "key 'limits.max-flows' = {}: must be at least 64",
+                self.limits.max_flows
+            ));
         }
         if self.inspect.max_bytes == 0 || self.inspect.max_bytes > 1 << 20 {
             return Err(format!(

@@ -35,7 +35,11 @@ fn replay_capped(dir: &Path, cap: &Path, max_flows: usize) -> (u64, String) {
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(0), "{stderr}");
-    let packets = std::fs::read_to_string(&out).unwrap().lines().map(|l| l.parse::<u64>().unwrap()).sum();
+    let packets = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse::<u64>().unwrap())
+        .sum();
     (packets, stderr)
 }
 
@@ -65,9 +69,15 @@ fn fragment_flood_is_bounded_and_counted() {
     gen(&cap, &["--flood", "fragments", "--packets", "300000"]);
     let (in_records, err) = replay_capped(&dir, &cap, 20_000);
     assert_eq!(summary(&err, "orphan fragments"), 300_000);
-    assert_eq!(in_records, 300_000, "orphan fragments are counted to flows, not dropped");
+    assert_eq!(
+        in_records, 300_000,
+        "orphan fragments are counted to flows, not dropped"
+    );
     assert!(summary(&err, "flows held (peak)") <= 20_000, "{err}");
-    println!("fragment flood: 300000 orphan fragments, all in records, peak {} flows", summary(&err, "flows held (peak)"));
+    println!(
+        "fragment flood: 300000 orphan fragments, all in records, peak {} flows",
+        summary(&err, "flows held (peak)")
+    );
 }
 
 #[test]
@@ -77,7 +87,10 @@ fn broken_vxlan_flood_is_counted_not_recorded() {
     gen(&cap, &["--flood", "bad-vxlan", "--packets", "300000"]);
     let (in_records, err) = replay_capped(&dir, &cap, 20_000);
     assert_eq!(summary(&err, "decap errors"), 300_000, "{err}");
-    assert!(err.contains("vxlan_flags") && err.contains("vxlan_truncated"), "{err}");
+    assert!(
+        err.contains("vxlan_flags") && err.contains("vxlan_truncated"),
+        "{err}"
+    );
     assert_eq!(in_records, 0);
     println!("bad VXLAN flood: 300000 datagrams, 300000 decap errors by kind, 0 records");
 }

@@ -19,7 +19,10 @@ fn captures(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         if p.is_dir() {
             captures(&p, out);
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("pcap" | "pcapng")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("pcap" | "pcapng")
+        ) {
             out.push(p);
         }
     }
@@ -70,25 +73,51 @@ fn damaged_captures_never_panic_or_hang_and_keep_what_was_read() {
                 let cut = 24 + (next() % (data.len() as u64 - 24)) as usize;
                 data.truncate(cut);
             }
-            let path = dir.join(format!("m{tried}.{}", f.extension().unwrap().to_str().unwrap()));
+            let path = dir.join(format!(
+                "m{tried}.{}",
+                f.extension().unwrap().to_str().unwrap()
+            ));
             std::fs::write(&path, &data).unwrap();
             let out = dir.join("out.txt");
             let o = Command::new("timeout")
-                .args(["60", bin(), "replay", "--format", "${packets}", "--out", out.to_str().unwrap(), path.to_str().unwrap()])
+                .args([
+                    "60",
+                    bin(),
+                    "replay",
+                    "--format",
+                    "${packets}",
+                    "--out",
+                    out.to_str().unwrap(),
+                    path.to_str().unwrap(),
+                ])
                 .output()
                 .expect("coreutils timeout");
             let stderr = String::from_utf8_lossy(&o.stderr);
             let code = o.status.code();
             let origin = format!("{} mutant {m}", f.display());
             assert_ne!(code, Some(124), "{origin}: hung");
-            assert!(code == Some(0) || code == Some(3), "{origin}: exit {code:?} (101 is a panic): {stderr}");
+            assert!(
+                code == Some(0) || code == Some(3),
+                "{origin}: exit {code:?} (101 is a panic): {stderr}"
+            );
             if code == Some(3) {
-                assert!(stderr.contains(path.to_str().unwrap()) && stderr.contains("byte offset"), "{origin}: {stderr}");
+                assert!(
+                    stderr.contains(path.to_str().unwrap()) && stderr.contains("byte offset"),
+                    "{origin}: {stderr}"
+                );
                 damaged_reported += 1;
             }
-            let in_records: u64 = std::fs::read_to_string(&out).unwrap_or_default().lines().filter_map(|l| l.parse::<u64>().ok()).sum();
-            let read = summary(&stderr, "packets").unwrap_or_else(|| panic!("{origin}: no summary: {stderr}"));
-            assert_eq!(in_records, read, "{origin}: every packet read is in a record");
+            let in_records: u64 = std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.parse::<u64>().ok())
+                .sum();
+            let read = summary(&stderr, "packets")
+                .unwrap_or_else(|| panic!("{origin}: no summary: {stderr}"));
+            assert_eq!(
+                in_records, read,
+                "{origin}: every packet read is in a record"
+            );
             packets_total += read;
             tried += 1;
             let _ = std::fs::remove_file(&path);

@@ -467,14 +467,21 @@ fn flood_past_the_flow_cap_degrades_health_and_loses_nothing() {
     gen(&flood, &["--flood", "syn", "--packets", "20000"]);
     a.send(&flood, &["--vni", "9", "--rate", "100000"]);
     a.wait_for_datagrams(20_000);
-    a.wait_metric("mirrorflow_flow_evictions_total{worker=\"0\",reason=\"capacity\"}", 1);
+    a.wait_metric(
+        "mirrorflow_flow_evictions_total{worker=\"0\",reason=\"capacity\"}",
+        1,
+    );
     let (code, body) = curl(&a.url("/healthz"));
     assert_eq!(code, 503, "evicting for lack of room is reported: {body}");
     assert!(body.contains("degraded"), "{body}");
     let evicted = a.metric("mirrorflow_flow_evictions_total{worker=\"0\",reason=\"capacity\"}");
     let (code, out, stderr) = a.stop();
     assert_eq!(code, Some(0), "{stderr}");
-    let in_records: u64 = records(&out).iter().filter(|r| r["log-status"] == "OK").map(|r| r["packets"].as_u64().unwrap()).sum();
+    let in_records: u64 = records(&out)
+        .iter()
+        .filter(|r| r["log-status"] == "OK")
+        .map(|r| r["packets"].as_u64().unwrap())
+        .sum();
     let accepted = summary(&stderr, "packets accepted");
     let dropped = summary(&stderr, "packets dropped");
     assert_eq!(accepted, in_records + dropped, "{stderr}");

@@ -154,7 +154,11 @@ impl FlowTable {
     /// Nothing is lost; a flow that comes back starts a new record.
     fn evict_oldest(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {
         let n = (self.flows.len() / EVICT_FRACTION).max(1);
-        let mut idle: Vec<(u64, u64, FlowKey)> = self.flows.iter().map(|(k, f)| (f.last_ns, f.first_seq, *k)).collect();
+        let mut idle: Vec<(u64, u64, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.last_ns, f.first_seq, *k))
+            .collect();
         idle.select_nth_unstable(n - 1);
         idle.truncate(n);
         idle.sort_unstable_by_key(|e| (e.0, e.1));
@@ -266,7 +270,10 @@ impl FlowTable {
         }
         // An inspector is made for the first packet that carries payload: the many
         // flows that never do (scans, floods, bare handshakes) cost nothing extra.
-        if self.inspect.enabled && !flow.inspected && (flow.inspect.is_some() || !p.payload.is_empty()) {
+        if self.inspect.enabled
+            && !flow.inspected
+            && (flow.inspect.is_some() || !p.payload.is_empty())
+        {
             let insp = flow.inspect.get_or_insert_with(|| {
                 let client = flow.conn.originator();
                 Box::new(Inspector::new(

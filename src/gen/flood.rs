@@ -25,7 +25,9 @@ impl std::str::FromStr for Flood {
             "syn" => Ok(Flood::Syn),
             "fragments" => Ok(Flood::Fragments),
             "bad-vxlan" => Ok(Flood::BadVxlan),
-            other => Err(format!("'{other}' is not a flood kind (syn, fragments, bad-vxlan)")),
+            other => Err(format!(
+                "'{other}' is not a flood kind (syn, fragments, bad-vxlan)"
+            )),
         }
     }
 }
@@ -46,7 +48,12 @@ pub fn write_flood(path: &Path, kind: Flood, packets: u64, seed: u64) -> io::Res
         frame.clear();
         let r = next();
         // Sources spread over 100.64.0.0/10 (shared address space).
-        let src = [100, 64 | ((r >> 8) & 0x3f) as u8, (r >> 16) as u8, (r >> 24) as u8];
+        let src = [
+            100,
+            64 | ((r >> 8) & 0x3f) as u8,
+            (r >> 16) as u8,
+            (r >> 24) as u8,
+        ];
         match kind {
             Flood::Syn => {
                 let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0xa, 0, 1, 0xa])
@@ -57,7 +64,9 @@ pub fn write_flood(path: &Path, kind: Flood, packets: u64, seed: u64) -> io::Res
             }
             Flood::Fragments => {
                 // A later fragment (offset 1480 bytes) of a datagram never otherwise seen.
-                let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0xa, 0, 1, 0xa]).ipv4(src, eni, 64).udp(1, 2);
+                let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0xa, 0, 1, 0xa])
+                    .ipv4(src, eni, 64)
+                    .udp(1, 2);
                 b.write(&mut frame, &[0u8; 32]).map_err(io::Error::other)?;
                 let ip = 14;
                 frame[ip + 4..ip + 6].copy_from_slice(&((r >> 40) as u16).to_be_bytes());
@@ -65,8 +74,14 @@ pub fn write_flood(path: &Path, kind: Flood, packets: u64, seed: u64) -> io::Res
                 // Header checksum is left stale: mirrors do not check it, nor do we.
             }
             Flood::BadVxlan => {
-                let payload: &[u8] = if r & 1 == 0 { &[0, 0, 0, 0, 0, 0, 7, 0] } else { &[8, 0, 0] };
-                let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0xa, 0, 1, 0xa]).ipv4(src, [10, 0, 9, 99], 255).udp(0xff80, 4789);
+                let payload: &[u8] = if r & 1 == 0 {
+                    &[0, 0, 0, 0, 0, 0, 7, 0]
+                } else {
+                    &[8, 0, 0]
+                };
+                let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0xa, 0, 1, 0xa])
+                    .ipv4(src, [10, 0, 9, 99], 255)
+                    .udp(0xff80, 4789);
                 b.write(&mut frame, payload).map_err(io::Error::other)?;
             }
         }

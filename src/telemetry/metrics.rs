@@ -127,7 +127,10 @@ impl ServeMetrics {
         }
         for (i, w) in self.workers.iter().enumerate() {
             if now.saturating_sub(w.last_eviction_ns.load(Relaxed)) < EVICTION_DEGRADED_NS {
-                return (false, format!("degraded: worker {i} flow table full, evicting oldest flows"));
+                return (
+                    false,
+                    format!("degraded: worker {i} flow table full, evicting oldest flows"),
+                );
             }
         }
         for (i, len) in self.queue_len.iter().enumerate() {

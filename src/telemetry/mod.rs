@@ -86,7 +86,11 @@ impl RunSummary {
         let _ = writeln!(s, "  bytes (IP)        {:>14}", self.flows.bytes);
         let _ = writeln!(s, "  flows             {:>14}", self.flows.flows_created);
         let _ = writeln!(s, "  flows held (peak) {:>14}", self.flows.peak_flows);
-        let _ = writeln!(s, "  flows evicted     {:>14}   (table full; written out, nothing lost)", self.flows.evicted);
+        let _ = writeln!(
+            s,
+            "  flows evicted     {:>14}   (table full; written out, nothing lost)",
+            self.flows.evicted
+        );
         let _ = writeln!(s, "  records           {:>14}", self.records_written);
         let _ = writeln!(s, "  decap errors      {:>14}", i.decap_error_total());
         for (k, n) in DecapError::KINDS.iter().zip(i.decap_errors.iter()) {
