@@ -45,6 +45,16 @@ enum Output {
     Json,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum QueryOutput {
+    /// An aligned table
+    Table,
+    /// Comma-separated values with a header row
+    Csv,
+    /// One JSON object per row
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Replay pcap/pcapng captures through the pipeline and write flow-log records
@@ -108,6 +118,17 @@ enum Command {
         /// UDP port that marks VXLAN frames already in the capture
         #[arg(long, default_value_t = 4789)]
         vxlan_port: u16,
+    },
+    /// Answer a CloudWatch Logs Insights–style query over flow records or AWS flow logs
+    Query {
+        /// The query, e.g. 'filter action="REJECT" | stats count(*) by srcAddr'
+        query: String,
+        /// Record files or directories (mirrorflow JSON/text, AWS flow-log .log/.log.gz, S3 layout)
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Result encoding
+        #[arg(long, value_enum, default_value = "table")]
+        output: QueryOutput,
     },
     /// Generate deterministic AWS-mirror-like traffic and its ground truth (FILE.truth.jsonl)
     Gen {
@@ -287,6 +308,37 @@ pub fn run() -> i32 {
                 Err(e) => {
                     eprintln!("mirrorflow: {e}");
                     EXIT_FAILED
+                }
+            }
+        }
+        Command::Query { query, inputs, output } => {
+            let commands = match mirrorflow::query::parse::parse(&query) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mirrorflow: query: {e}");
+                    return EXIT_USAGE;
+                }
+            };
+            let rows = match mirrorflow::query::input::read_all(&inputs) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("mirrorflow: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            match mirrorflow::query::eval::run(&commands, rows) {
+                Ok(t) => {
+                    let text = match output {
+                        QueryOutput::Table => mirrorflow::query::output::table(&t),
+                        QueryOutput::Csv => mirrorflow::query::output::csv(&t),
+                        QueryOutput::Json => mirrorflow::query::output::json(&t),
+                    };
+                    print!("{text}");
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("mirrorflow: query: {e}");
+                    EXIT_USAGE
                 }
             }
         }

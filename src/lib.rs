@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod gen;
 pub mod ingest;
 pub mod parse;
+pub mod query;
 pub mod record;
 pub mod runtime;
 pub mod sink;
