@@ -311,7 +311,11 @@ pub fn run() -> i32 {
                 }
             }
         }
-        Command::Query { query, inputs, output } => {
+        Command::Query {
+            query,
+            inputs,
+            output,
+        } => {
             let commands = match mirrorflow::query::parse::parse(&query) {
                 Ok(c) => c,
                 Err(e) => {

@@ -34,19 +34,24 @@ impl Ctx {
 fn duration_s(s: &str) -> Option<f64> {
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
     let n: f64 = num.parse().ok()?;
-    Some(n * match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        "w" => 604800.0,
-        _ => return None,
-    })
+    Some(
+        n * match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            "w" => 604800.0,
+            _ => return None,
+        },
+    )
 }
 
 fn in_subnet(ip: &Val, cidr: &Val, family: Option<u8>) -> bool {
-    let (Ok(ip), Ok(net)) = (ip.to_string().parse::<std::net::IpAddr>(), cidr.to_string().parse::<ipnet::IpNet>()) else {
+    let (Ok(ip), Ok(net)) = (
+        ip.to_string().parse::<std::net::IpAddr>(),
+        cidr.to_string().parse::<ipnet::IpNet>(),
+    ) else {
         return false;
     };
     match family {
@@ -64,19 +69,28 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
         Expr::Regex(r) => Val::Str(r.clone()),
         Expr::List(_) => return Err("a [list] is only valid after 'in'".into()),
         Expr::Not(x) => Val::Num(f64::from(!eval(x, row, cx)?.truthy())),
-        Expr::Neg(x) => eval(x, row, cx)?.as_num().map(|n| Val::Num(-n)).unwrap_or(Val::Null),
+        Expr::Neg(x) => eval(x, row, cx)?
+            .as_num()
+            .map(|n| Val::Num(-n))
+            .unwrap_or(Val::Null),
         Expr::Bin(op, a, b) => {
             if *op == "and" {
-                return Ok(Val::Num(f64::from(eval(a, row, cx)?.truthy() && eval(b, row, cx)?.truthy())));
+                return Ok(Val::Num(f64::from(
+                    eval(a, row, cx)?.truthy() && eval(b, row, cx)?.truthy(),
+                )));
             }
             if *op == "or" {
-                return Ok(Val::Num(f64::from(eval(a, row, cx)?.truthy() || eval(b, row, cx)?.truthy())));
+                return Ok(Val::Num(f64::from(
+                    eval(a, row, cx)?.truthy() || eval(b, row, cx)?.truthy(),
+                )));
             }
             let (x, y) = (eval(a, row, cx)?, eval(b, row, cx)?);
             match *op {
                 "=" | "!=" | "<" | "<=" | ">" | ">=" => {
                     if x.is_null() || y.is_null() {
-                        return Ok(Val::Num(f64::from(*op == "!=" && x.is_null() != y.is_null())));
+                        return Ok(Val::Num(f64::from(
+                            *op == "!=" && x.is_null() != y.is_null(),
+                        )));
                     }
                     let o = x.cmp_val(&y);
                     use std::cmp::Ordering::*;
@@ -104,7 +118,11 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
                 },
             }
         }
-        Expr::Like { expr, pattern, negated } => {
+        Expr::Like {
+            expr,
+            pattern,
+            negated,
+        } => {
             let v = eval(expr, row, cx)?;
             let hit = if v.is_null() {
                 false
@@ -117,7 +135,11 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
             };
             Val::Num(f64::from(hit != *negated))
         }
-        Expr::In { expr, list, negated } => {
+        Expr::In {
+            expr,
+            list,
+            negated,
+        } => {
             let v = eval(expr, row, cx)?;
             let mut hit = false;
             for item in list {
@@ -138,13 +160,23 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
                 "ispresent" => Val::Num(f64::from(!arg(0).is_null())),
                 "isempty" => Val::Num(f64::from(arg(0).to_string().is_empty())),
                 "isblank" => Val::Num(f64::from(arg(0).to_string().trim().is_empty())),
-                "coalesce" => a.iter().find(|v| !v.is_null()).cloned().unwrap_or(Val::Null),
+                "coalesce" => a
+                    .iter()
+                    .find(|v| !v.is_null())
+                    .cloned()
+                    .unwrap_or(Val::Null),
                 "isipinsubnet" => Val::Num(f64::from(in_subnet(&arg(0), &arg(1), None))),
                 "isipv4insubnet" => Val::Num(f64::from(in_subnet(&arg(0), &arg(1), Some(4)))),
                 "isipv6insubnet" => Val::Num(f64::from(in_subnet(&arg(0), &arg(1), Some(6)))),
-                "isvalidip" => Val::Num(f64::from(arg(0).to_string().parse::<std::net::IpAddr>().is_ok())),
-                "isvalidipv4" => Val::Num(f64::from(arg(0).to_string().parse::<std::net::Ipv4Addr>().is_ok())),
-                "isvalidipv6" => Val::Num(f64::from(arg(0).to_string().parse::<std::net::Ipv6Addr>().is_ok())),
+                "isvalidip" => Val::Num(f64::from(
+                    arg(0).to_string().parse::<std::net::IpAddr>().is_ok(),
+                )),
+                "isvalidipv4" => Val::Num(f64::from(
+                    arg(0).to_string().parse::<std::net::Ipv4Addr>().is_ok(),
+                )),
+                "isvalidipv6" => Val::Num(f64::from(
+                    arg(0).to_string().parse::<std::net::Ipv6Addr>().is_ok(),
+                )),
                 "concat" => Val::Str(a.iter().map(|v| v.to_string()).collect()),
                 "tolower" => Val::Str(arg(0).to_string().to_lowercase()),
                 "toupper" => Val::Str(arg(0).to_string().to_uppercase()),
@@ -152,12 +184,21 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
                 "trim" => Val::Str(arg(0).to_string().trim().to_string()),
                 "ltrim" => Val::Str(arg(0).to_string().trim_start().to_string()),
                 "rtrim" => Val::Str(arg(0).to_string().trim_end().to_string()),
-                "strcontains" => Val::Num(f64::from(arg(0).to_string().contains(&arg(1).to_string()))),
-                "replace" => Val::Str(arg(0).to_string().replace(&arg(1).to_string(), &arg(2).to_string())),
+                "strcontains" => {
+                    Val::Num(f64::from(arg(0).to_string().contains(&arg(1).to_string())))
+                }
+                "replace" => Val::Str(
+                    arg(0)
+                        .to_string()
+                        .replace(&arg(1).to_string(), &arg(2).to_string()),
+                ),
                 "substr" => {
                     let s: Vec<char> = arg(0).to_string().chars().collect();
                     let start = (arg(1).as_num().unwrap_or(0.0).max(0.0) as usize).min(s.len());
-                    let len = arg(2).as_num().map(|n| n.max(0.0) as usize).unwrap_or(s.len());
+                    let len = arg(2)
+                        .as_num()
+                        .map(|n| n.max(0.0) as usize)
+                        .unwrap_or(s.len());
                     Val::Str(s[start..(start + len).min(s.len())].iter().collect())
                 }
                 "abs" | "ceil" | "floor" | "sqrt" | "log" => match arg(0).as_num() {
@@ -172,12 +213,24 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
                 },
                 "greatest" | "least" => {
                     let nums = a.iter().filter_map(|v| v.as_num());
-                    let r = if f == "greatest" { nums.fold(f64::NEG_INFINITY, f64::max) } else { nums.fold(f64::INFINITY, f64::min) };
-                    if r.is_finite() { Val::Num(r) } else { Val::Null }
+                    let r = if f == "greatest" {
+                        nums.fold(f64::NEG_INFINITY, f64::max)
+                    } else {
+                        nums.fold(f64::INFINITY, f64::min)
+                    };
+                    if r.is_finite() {
+                        Val::Num(r)
+                    } else {
+                        Val::Null
+                    }
                 }
                 "bin" | "datefloor" => {
                     // bin(5m) floors @timestamp; datefloor(ts, 5m) floors ts.
-                    let (ts, period) = if f == "bin" { (row.get("@timestamp").clone(), args.first()) } else { (arg(0), args.get(1)) };
+                    let (ts, period) = if f == "bin" {
+                        (row.get("@timestamp").clone(), args.first())
+                    } else {
+                        (arg(0), args.get(1))
+                    };
                     let period = match period {
                         Some(Expr::Field(p)) | Some(Expr::Str(p)) => duration_s(p),
                         Some(Expr::Num(n)) => Some(*n),
@@ -189,8 +242,14 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
                         None => Val::Null,
                     }
                 }
-                "frommillis" => arg(0).as_num().map(|n| Val::Num(n / 1000.0)).unwrap_or(Val::Null),
-                "tomillis" => arg(0).as_num().map(|n| Val::Num(n * 1000.0)).unwrap_or(Val::Null),
+                "frommillis" => arg(0)
+                    .as_num()
+                    .map(|n| Val::Num(n / 1000.0))
+                    .unwrap_or(Val::Null),
+                "tomillis" => arg(0)
+                    .as_num()
+                    .map(|n| Val::Num(n * 1000.0))
+                    .unwrap_or(Val::Null),
                 other => return Err(format!("unknown function {other}()")),
             }
         }
@@ -198,7 +257,7 @@ fn eval(e: &Expr, row: &Row, cx: &mut Ctx) -> Result<Val, String> {
 }
 
 fn is_aggregate(e: &Expr) -> bool {
-    matches!(e, Expr::Call(f, _) if matches!(f.as_str(), "count" | "sum" | "avg" | "min" | "max" | "count_distinct" | "pct" | "stddev" | "earliest" | "latest"))
+    matches!(e, Expr::Call(f, _) if super::parse::AGGREGATES.contains(&f.as_str()))
 }
 
 #[derive(Default)]
@@ -215,7 +274,9 @@ struct Acc {
 }
 
 fn aggregate(e: &Expr, rows: &[Row], cx: &mut Ctx) -> Result<Val, String> {
-    let Expr::Call(f, args) = e else { return Err(format!("{} is not an aggregate", e.label())) };
+    let Expr::Call(f, args) = e else {
+        return Err(format!("{} is not an aggregate", e.label()));
+    };
     let mut acc = Acc::default();
     let star = match args.first() {
         None => true,
@@ -227,7 +288,11 @@ fn aggregate(e: &Expr, rows: &[Row], cx: &mut Ctx) -> Result<Val, String> {
             acc.count += 1;
             continue;
         }
-        let v = eval(args.first().ok_or_else(|| format!("{f}() needs a field"))?, r, cx)?;
+        let v = eval(
+            args.first().ok_or_else(|| format!("{f}() needs a field"))?,
+            r,
+            cx,
+        )?;
         if v.is_null() {
             continue;
         }
@@ -265,14 +330,19 @@ fn aggregate(e: &Expr, rows: &[Row], cx: &mut Ctx) -> Result<Val, String> {
         "count_distinct" => Val::Num(acc.distinct.len() as f64),
         "stddev" if acc.count > 1 => {
             let n = acc.count as f64;
-            Val::Num(((acc.sumsq - acc.sum * acc.sum / n) / (n - 1.0)).max(0.0).sqrt())
+            Val::Num(
+                ((acc.sumsq - acc.sum * acc.sum / n) / (n - 1.0))
+                    .max(0.0)
+                    .sqrt(),
+            )
         }
         "pct" if !acc.values.is_empty() => {
             let p = match args.get(1) {
                 Some(Expr::Num(p)) => *p,
                 _ => 50.0,
             };
-            acc.values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            acc.values
+                .sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
             let i = ((p / 100.0) * (acc.values.len() - 1) as f64).round() as usize;
             Val::Num(acc.values[i.min(acc.values.len() - 1)])
         }
@@ -307,7 +377,9 @@ fn glob_captures(pattern: &str, text: &str) -> Option<Vec<String>> {
 
 /// Runs `commands` over `rows`.
 pub fn run(commands: &[Command], mut rows: Vec<Row>) -> Result<Table, String> {
-    let mut cx = Ctx { regexes: HashMap::new() };
+    let mut cx = Ctx {
+        regexes: HashMap::new(),
+    };
     let mut columns: Option<Vec<String>> = None;
     let mut display: Option<Vec<String>> = None;
     for cmd in commands {
@@ -336,7 +408,11 @@ pub fn run(commands: &[Command], mut rows: Vec<Row>) -> Result<Table, String> {
                 }
             }
             Command::Display(names) => display = Some(names.clone()),
-            Command::Parse { field, pattern, names } => {
+            Command::Parse {
+                field,
+                pattern,
+                names,
+            } => {
                 for r in rows.iter_mut() {
                     let text = r.get(field).to_string();
                     match pattern {
@@ -357,24 +433,41 @@ pub fn run(commands: &[Command], mut rows: Vec<Row>) -> Result<Table, String> {
                                 }
                             }
                         }
-                        other => return Err(format!("parse needs a \"glob\" or /regex/, not {}", other.label())),
+                        other => {
+                            return Err(format!(
+                                "parse needs a \"glob\" or /regex/, not {}",
+                                other.label()
+                            ))
+                        }
                     }
                 }
             }
             Command::Stats { aggs, by } => {
                 for (e, _) in aggs {
                     if !is_aggregate(e) {
-                        return Err(format!("stats needs aggregate functions, not {}", e.label()));
+                        return Err(format!(
+                            "stats needs aggregate functions, not {}",
+                            e.label()
+                        ));
                     }
                 }
                 let mut groups: Vec<(Vec<Val>, Vec<Row>)> = Vec::new();
                 let mut index: HashMap<String, usize> = HashMap::new();
-                for r in rows {
+                'rows: for r in rows {
                     let mut key = Vec::with_capacity(by.len());
                     for (e, _) in by {
-                        key.push(eval(e, &r, &mut cx)?);
+                        let v = eval(e, &r, &mut cx)?;
+                        // Events without a grouping field are left out, as Logs Insights does.
+                        if v.is_null() {
+                            continue 'rows;
+                        }
+                        key.push(v);
                     }
-                    let k = key.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join("\u{1f}");
+                    let k = key
+                        .iter()
+                        .map(|v| format!("{v:?}"))
+                        .collect::<Vec<_>>()
+                        .join("\u{1f}");
                     match index.get(&k) {
                         Some(&i) => groups[i].1.push(r),
                         None => {
@@ -396,7 +489,12 @@ pub fn run(commands: &[Command], mut rows: Vec<Row>) -> Result<Table, String> {
                     out.push(row);
                 }
                 rows = out;
-                columns = Some(by.iter().map(|(_, n)| n.clone()).chain(aggs.iter().map(|(_, n)| n.clone())).collect());
+                columns = Some(
+                    by.iter()
+                        .map(|(_, n)| n.clone())
+                        .chain(aggs.iter().map(|(_, n)| n.clone()))
+                        .collect(),
+                );
             }
             Command::Sort(keys) => {
                 let mut keyed = Vec::with_capacity(rows.len());
@@ -426,7 +524,12 @@ pub fn run(commands: &[Command], mut rows: Vec<Row>) -> Result<Table, String> {
                     if vals.iter().any(|v| v.is_null()) {
                         return true; // nulls are not duplicates
                     }
-                    seen.insert(vals.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\u{1f}"))
+                    seen.insert(
+                        vals.iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\u{1f}"),
+                    )
                 });
             }
         }
@@ -443,8 +546,14 @@ pub fn run(commands: &[Command], mut rows: Vec<Row>) -> Result<Table, String> {
         }
         cols
     });
-    let table_rows = rows.iter().map(|r| columns.iter().map(|c| r.get(c).clone()).collect()).collect();
-    Ok(Table { columns, rows: table_rows })
+    let table_rows = rows
+        .iter()
+        .map(|r| columns.iter().map(|c| r.get(c).clone()).collect())
+        .collect();
+    Ok(Table {
+        columns,
+        rows: table_rows,
+    })
 }
 
 #[cfg(test)]
@@ -453,8 +562,14 @@ mod tests {
 
     #[test]
     fn globs_capture_like_logs_insights() {
-        assert_eq!(glob_captures("* * *", "a b c d"), Some(vec!["a".into(), "b".into(), "c d".into()]));
-        assert_eq!(glob_captures("[*] *", "[INFO] hello"), Some(vec!["INFO".into(), "hello".into()]));
+        assert_eq!(
+            glob_captures("* * *", "a b c d"),
+            Some(vec!["a".into(), "b".into(), "c d".into()])
+        );
+        assert_eq!(
+            glob_captures("[*] *", "[INFO] hello"),
+            Some(vec!["INFO".into(), "hello".into()])
+        );
         assert_eq!(glob_captures("x=*", "y=1"), None);
     }
 

@@ -16,13 +16,16 @@ use crate::record::fields::DEFAULT_FORMAT;
 /// Files found under `path` (itself, or recursively for a directory), sorted.
 pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if meta.is_file() {
+    if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
     let mut out = Vec::new();
     let mut stack = vec![path.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?.flatten() {
+        for e in std::fs::read_dir(&d)
+            .map_err(|e| format!("{}: {e}", d.display()))?
+            .flatten()
+        {
             let p = e.path();
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if name.starts_with('.') {
@@ -30,7 +33,10 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if [".log", ".log.gz", ".gz", ".json", ".jsonl", ".txt"].iter().any(|x| name.ends_with(x)) {
+            } else if [".log", ".log.gz", ".gz", ".json", ".jsonl", ".txt"]
+                .iter()
+                .any(|x| name.ends_with(x))
+            {
                 out.push(p);
             }
         }
@@ -42,7 +48,10 @@ pub fn files(path: &Path) -> Result<Vec<PathBuf>, String> {
 fn open(path: &Path) -> Result<Box<dyn BufRead>, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut r = BufReader::new(f);
-    let gz = r.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b])).unwrap_or(false);
+    let gz = r
+        .fill_buf()
+        .map(|b| b.starts_with(&[0x1f, 0x8b]))
+        .unwrap_or(false);
     Ok(if gz {
         Box::new(BufReader::new(MultiGzDecoder::new(r)))
     } else {
@@ -51,7 +60,10 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>, String> {
 }
 
 fn is_field_name(t: &str) -> bool {
-    !t.is_empty() && t.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c == '_') && t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+    !t.is_empty()
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c == '-' || c == '_')
+        && t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
 }
 
 /// Reads every event of one file into `rows`. Errors name the file and line.
@@ -62,7 +74,9 @@ pub fn read_file(path: &Path, rows: &mut Vec<Row>) -> Result<(), String> {
     let mut line_no = 0usize;
     loop {
         text.clear();
-        let n = reader.read_line(&mut text).map_err(|e| format!("{}: line {}: {e}", path.display(), line_no + 1))?;
+        let n = reader
+            .read_line(&mut text)
+            .map_err(|e| format!("{}: line {}: {e}", path.display(), line_no + 1))?;
         if n == 0 {
             break;
         }
@@ -73,8 +87,11 @@ pub fn read_file(path: &Path, rows: &mut Vec<Row>) -> Result<(), String> {
         }
         let mut row = Row::default();
         if line.starts_with('{') {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("{}: line {line_no}: not JSON: {e}", path.display()))?;
-            let serde_json::Value::Object(map) = v else { continue };
+            let v: serde_json::Value = serde_json::from_str(line)
+                .map_err(|e| format!("{}: line {line_no}: not JSON: {e}", path.display()))?;
+            let serde_json::Value::Object(map) = v else {
+                continue;
+            };
             for (k, v) in map {
                 let val = match v {
                     serde_json::Value::Number(n) => Val::Num(n.as_f64().unwrap_or(0.0)),
@@ -92,7 +109,10 @@ pub fn read_file(path: &Path, rows: &mut Vec<Row>) -> Result<(), String> {
             }
             let names: Vec<String> = match &header {
                 Some(h) => h.clone(),
-                None if tokens.len() == DEFAULT_FORMAT.len() => DEFAULT_FORMAT.iter().map(|f| f.name().to_string()).collect(),
+                None if tokens.len() == DEFAULT_FORMAT.len() => DEFAULT_FORMAT
+                    .iter()
+                    .map(|f| f.name().to_string())
+                    .collect(),
                 None => (1..=tokens.len()).map(|i| format!("field{i}")).collect(),
             };
             for (name, t) in names.iter().zip(tokens.iter()) {

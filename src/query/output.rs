@@ -21,20 +21,38 @@ fn cell(v: &Val, column: &str) -> String {
 }
 
 pub fn table(t: &Table) -> String {
-    let cells: Vec<Vec<String>> = t.rows.iter().map(|r| r.iter().zip(&t.columns).map(|(v, c)| cell(v, c)).collect()).collect();
+    let cells: Vec<Vec<String>> = t
+        .rows
+        .iter()
+        .map(|r| r.iter().zip(&t.columns).map(|(v, c)| cell(v, c)).collect())
+        .collect();
     let widths: Vec<usize> = t
         .columns
         .iter()
         .enumerate()
-        .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.chars().count()]).max().unwrap_or(0))
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .chain([c.chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     let line = |out: &mut String, items: &[String]| {
-        let row: Vec<String> = items.iter().zip(&widths).map(|(s, w)| format!("{s:<w$}")).collect();
+        let row: Vec<String> = items
+            .iter()
+            .zip(&widths)
+            .map(|(s, w)| format!("{s:<w$}"))
+            .collect();
         let _ = writeln!(out, "{}", row.join("  ").trim_end());
     };
     line(&mut out, &t.columns);
-    line(&mut out, &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+    line(
+        &mut out,
+        &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>(),
+    );
     for r in &cells {
         line(&mut out, r);
     }
@@ -50,10 +68,20 @@ pub fn csv(t: &Table) -> String {
             s.to_string()
         }
     };
-    let mut out = t.columns.iter().map(|c| esc(c)).collect::<Vec<_>>().join(",");
+    let mut out = t
+        .columns
+        .iter()
+        .map(|c| esc(c))
+        .collect::<Vec<_>>()
+        .join(",");
     out.push('\n');
     for r in &t.rows {
-        out.push_str(&r.iter().map(|v| esc(&v.to_string())).collect::<Vec<_>>().join(","));
+        out.push_str(
+            &r.iter()
+                .map(|v| esc(&v.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
         out.push('\n');
     }
     out
@@ -66,7 +94,9 @@ pub fn json(t: &Table) -> String {
         for (c, v) in t.columns.iter().zip(r) {
             let j = match v {
                 Val::Null => serde_json::Value::Null,
-                Val::Num(n) => serde_json::Number::from_f64(*n).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null),
+                Val::Num(n) => serde_json::Number::from_f64(*n)
+                    .map(serde_json::Value::Number)
+                    .unwrap_or(serde_json::Value::Null),
                 Val::Str(s) => serde_json::Value::String(s.clone()),
             };
             m.insert(c.clone(), j);

@@ -24,8 +24,16 @@ pub enum Expr {
     Not(Box<Expr>),
     Neg(Box<Expr>),
     Bin(&'static str, Box<Expr>, Box<Expr>),
-    Like { expr: Box<Expr>, pattern: Box<Expr>, negated: bool },
-    In { expr: Box<Expr>, list: Vec<Expr>, negated: bool },
+    Like {
+        expr: Box<Expr>,
+        pattern: Box<Expr>,
+        negated: bool,
+    },
+    In {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
 }
 
 impl Expr {
@@ -36,27 +44,72 @@ impl Expr {
             Expr::Num(n) => n.to_string(),
             Expr::Str(s) => format!("\"{s}\""),
             Expr::Regex(r) => format!("/{r}/"),
-            Expr::Call(f, a) => format!("{f}({})", a.iter().map(|x| x.label()).collect::<Vec<_>>().join(", ")),
-            Expr::List(l) => format!("[{}]", l.iter().map(|x| x.label()).collect::<Vec<_>>().join(", ")),
+            Expr::Call(f, a) => format!(
+                "{f}({})",
+                a.iter().map(|x| x.label()).collect::<Vec<_>>().join(", ")
+            ),
+            Expr::List(l) => format!(
+                "[{}]",
+                l.iter().map(|x| x.label()).collect::<Vec<_>>().join(", ")
+            ),
             Expr::Not(e) => format!("not {}", e.label()),
             Expr::Neg(e) => format!("-{}", e.label()),
             Expr::Bin(op, a, b) => format!("{} {op} {}", a.label(), b.label()),
-            Expr::Like { expr, pattern, negated } => format!("{} {}like {}", expr.label(), if *negated { "not " } else { "" }, pattern.label()),
-            Expr::In { expr, list, negated } => format!("{} {}in [..{}]", expr.label(), if *negated { "not " } else { "" }, list.len()),
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+            } => format!(
+                "{} {}like {}",
+                expr.label(),
+                if *negated { "not " } else { "" },
+                pattern.label()
+            ),
+            Expr::In {
+                expr,
+                list,
+                negated,
+            } => format!(
+                "{} {}in [..{}]",
+                expr.label(),
+                if *negated { "not " } else { "" },
+                list.len()
+            ),
         }
     }
 }
+
+/// Aggregate functions `stats` accepts (aws-spec §3.3).
+pub const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count_distinct",
+    "pct",
+    "stddev",
+    "earliest",
+    "latest",
+];
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Fields(Vec<(Expr, String)>),
     Display(Vec<String>),
     Filter(Expr),
-    Stats { aggs: Vec<(Expr, String)>, by: Vec<(Expr, String)> },
+    Stats {
+        aggs: Vec<(Expr, String)>,
+        by: Vec<(Expr, String)>,
+    },
     Sort(Vec<(Expr, bool)>),
     Limit(usize),
     /// `parse FIELD "glob with * " as a, b` or `parse FIELD /regex with (?<name>..)/`.
-    Parse { field: String, pattern: Expr, names: Vec<String> },
+    Parse {
+        field: String,
+        pattern: Expr,
+        names: Vec<String>,
+    },
     Dedup(Vec<String>),
 }
 
@@ -66,7 +119,10 @@ fn lex(q: &str) -> Result<Vec<Tok>, String> {
     let mut i = 0;
     let value_expected = |out: &Vec<Tok>| match out.last() {
         None | Some(Tok::Pipe) | Some(Tok::Op(_)) => true,
-        Some(Tok::Ident(w)) => matches!(w.to_ascii_lowercase().as_str(), "like" | "and" | "or" | "not" | "filter" | "in"),
+        Some(Tok::Ident(w)) => matches!(
+            w.to_ascii_lowercase().as_str(),
+            "like" | "and" | "or" | "not" | "filter" | "in"
+        ),
         _ => false,
     };
     while i < b.len() {
@@ -130,7 +186,11 @@ fn lex(q: &str) -> Result<Vec<Tok>, String> {
             }
         } else if c.is_alphabetic() || c == '@' || c == '_' {
             let start = i;
-            while i < b.len() && (b[i].is_alphanumeric() || matches!(b[i], '@' | '_' | '.' | '-') && !(b[i] == '-' && i + 1 < b.len() && b[i + 1] == ' ')) {
+            while i < b.len()
+                && (b[i].is_alphanumeric()
+                    || matches!(b[i], '@' | '_' | '.' | '-')
+                        && !(b[i] == '-' && i + 1 < b.len() && b[i + 1] == ' '))
+            {
                 i += 1;
             }
             out.push(Tok::Ident(b[start..i].iter().collect()));
@@ -240,22 +300,39 @@ impl P {
         if self.kw("like") {
             self.i += 1;
             let pattern = self.primary()?;
-            return Ok(Expr::Like { expr: Box::new(left), pattern: Box::new(pattern), negated });
+            return Ok(Expr::Like {
+                expr: Box::new(left),
+                pattern: Box::new(pattern),
+                negated,
+            });
         }
         if self.kw("in") {
             self.i += 1;
-            let Expr::List(list) = self.primary()? else { return Err("'in' needs a [list]".into()) };
-            return Ok(Expr::In { expr: Box::new(left), list, negated });
+            let Expr::List(list) = self.primary()? else {
+                return Err("'in' needs a [list]".into());
+            };
+            return Ok(Expr::In {
+                expr: Box::new(left),
+                list,
+                negated,
+            });
         }
         if negated {
-            return Err(format!("expected 'like' or 'in' after 'not' near {}", self.near()));
+            return Err(format!(
+                "expected 'like' or 'in' after 'not' near {}",
+                self.near()
+            ));
         }
         for op in ["=", "!=", "<", "<=", ">", ">=", "=~"] {
             if self.op(op) {
                 self.i += 1;
                 let right = self.add()?;
                 if op == "=~" {
-                    return Ok(Expr::Like { expr: Box::new(left), pattern: Box::new(right), negated: false });
+                    return Ok(Expr::Like {
+                        expr: Box::new(left),
+                        pattern: Box::new(right),
+                        negated: false,
+                    });
                 }
                 return Ok(Expr::Bin(op, Box::new(left), Box::new(right)));
             }
@@ -274,7 +351,10 @@ impl P {
     fn mul(&mut self) -> Result<Expr, String> {
         let mut e = self.unary()?;
         while self.op("*") || self.op("/") || self.op("%") || self.op("^") {
-            let op = ["*", "/", "%", "^"].into_iter().find(|o| self.op(o)).unwrap_or("*");
+            let op = ["*", "/", "%", "^"]
+                .into_iter()
+                .find(|o| self.op(o))
+                .unwrap_or("*");
             self.i += 1;
             e = Expr::Bin(op, Box::new(e), Box::new(self.unary()?));
         }
@@ -396,6 +476,12 @@ impl P {
                     }
                     break;
                 }
+                for (e, _) in &aggs {
+                    let ok = matches!(e, Expr::Call(f, _) if AGGREGATES.contains(&f.as_str()));
+                    if !ok {
+                        return Err(format!("stats needs aggregate functions ({}), not {}", AGGREGATES.join(", "), e.label()));
+                    }
+                }
                 if self.kw("by") {
                     self.i += 1;
                     by = self.named_list()?;
@@ -456,7 +542,10 @@ impl P {
             other => return Err(format!("unknown command '{other}' (fields, display, filter, stats, sort, limit, parse, dedup)")),
         };
         if !self.at_end_of_command() {
-            return Err(format!("unexpected {} after the {word} command", self.near()));
+            return Err(format!(
+                "unexpected {} after the {word} command",
+                self.near()
+            ));
         }
         Ok(cmd)
     }
@@ -505,7 +594,9 @@ mod tests {
 
     #[test]
     fn errors_say_where() {
-        assert!(parse("filter bytes >").unwrap_err().contains("end of the query"));
+        assert!(parse("filter bytes >")
+            .unwrap_err()
+            .contains("end of the query"));
         assert!(parse("frobnicate x").unwrap_err().contains("frobnicate"));
         assert!(parse("limit ten").unwrap_err().contains("limit"));
     }

@@ -20,7 +20,12 @@ impl Val {
             return Val::Null;
         }
         match t.parse::<f64>() {
-            Ok(n) if t.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-') => Val::Num(n),
+            Ok(n)
+                if t.chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-') =>
+            {
+                Val::Num(n)
+            }
             _ => Val::Str(t.to_string()),
         }
     }
@@ -73,7 +78,11 @@ impl fmt::Display for Val {
 /// Canonical field name: Logs Insights discovers `srcAddr`, AWS writes `srcaddr`,
 /// `parse ... as src_addr` users write either; `startTime`/`endTime` are `start`/`end`.
 pub fn canon(name: &str) -> String {
-    let c: String = name.chars().filter(|c| *c != '-' && *c != '_').flat_map(|c| c.to_lowercase()).collect();
+    let c: String = name
+        .chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(|c| c.to_lowercase())
+        .collect();
     match c.as_str() {
         "starttime" => "start".into(),
         "endtime" => "end".into(),
