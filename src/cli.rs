@@ -130,6 +130,15 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         output: QueryOutput,
     },
+    /// Write a self-contained HTML report (tables and SVG charts) over flow records
+    Report {
+        /// Record files or directories (as for query)
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The page to write
+        #[arg(long)]
+        html: PathBuf,
+    },
     /// Generate deterministic AWS-mirror-like traffic and its ground truth (FILE.truth.jsonl)
     Gen {
         /// Capture to write (classic pcap)
@@ -343,6 +352,33 @@ pub fn run() -> i32 {
                 Err(e) => {
                     eprintln!("mirrorflow: query: {e}");
                     EXIT_USAGE
+                }
+            }
+        }
+        Command::Report { inputs, html } => {
+            let rows = match mirrorflow::query::input::read_all(&inputs) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("mirrorflow: {e}");
+                    return EXIT_FAILED;
+                }
+            };
+            let n = rows.len();
+            let names = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+            match mirrorflow::report::render(rows, &names) {
+                Ok(page) => match std::fs::write(&html, page) {
+                    Ok(()) => {
+                        eprintln!("mirrorflow report: {n} records -> {}", html.display());
+                        EXIT_OK
+                    }
+                    Err(e) => {
+                        eprintln!("mirrorflow: {}: {e}", html.display());
+                        EXIT_FAILED
+                    }
+                },
+                Err(e) => {
+                    eprintln!("mirrorflow: report: {e}");
+                    EXIT_FAILED
                 }
             }
         }

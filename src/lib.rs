@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod parse;
 pub mod query;
 pub mod record;
+pub mod report;
 pub mod runtime;
 pub mod sink;
 pub mod telemetry;
