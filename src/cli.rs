@@ -364,7 +364,11 @@ pub fn run() -> i32 {
                 }
             };
             let n = rows.len();
-            let names = inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" ");
+            let names = inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
             match mirrorflow::report::render(rows, &names) {
                 Ok(page) => match std::fs::write(&html, page) {
                     Ok(()) => {

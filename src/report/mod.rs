@@ -35,7 +35,10 @@ pub enum Chart {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 fn fmt_num(v: &Val) -> String {
@@ -67,16 +70,23 @@ fn table_html(t: &Table, out: &mut String) {
         out.push_str("<tr>");
         for (c, v) in t.columns.iter().zip(r) {
             let text = if c == "t" {
-                v.as_num().map(|s| {
-                    let (y, mo, d, h, mi) = crate::sink::files::civil_time(s as u64);
-                    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
-                }).unwrap_or_default()
+                v.as_num()
+                    .map(|s| {
+                        let (y, mo, d, h, mi) = crate::sink::files::civil_time(s as u64);
+                        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+                    })
+                    .unwrap_or_default()
             } else if v.as_num().is_some() && !matches!(c.as_str(), "dstPort" | "protocol") {
                 fmt_num(v)
             } else {
                 v.to_string()
             };
-            let _ = write!(out, "<td data-value=\"{}\">{}</td>", esc(&v.to_string()), esc(&text));
+            let _ = write!(
+                out,
+                "<td data-value=\"{}\">{}</td>",
+                esc(&v.to_string()),
+                esc(&text)
+            );
         }
         out.push_str("</tr>");
     }
@@ -85,9 +95,20 @@ fn table_html(t: &Table, out: &mut String) {
 
 /// Horizontal bars of the first numeric column after the keys.
 fn bars_svg(t: &Table, out: &mut String) {
-    let Some(vi) = t.columns.iter().position(|c| matches!(c.as_str(), "bytes" | "records")) else { return };
+    let Some(vi) = t
+        .columns
+        .iter()
+        .position(|c| matches!(c.as_str(), "bytes" | "records"))
+    else {
+        return;
+    };
     let keys: Vec<usize> = (0..vi).collect();
-    let max = t.rows.iter().filter_map(|r| r[vi].as_num()).fold(0.0f64, f64::max).max(1.0);
+    let max = t
+        .rows
+        .iter()
+        .filter_map(|r| r[vi].as_num())
+        .fold(0.0f64, f64::max)
+        .max(1.0);
     let h = 24 * t.rows.len() + 8;
     let _ = write!(out, "<svg class=\"chart\" width=\"760\" height=\"{h}\" viewBox=\"0 0 760 {h}\" role=\"img\" aria-label=\"{}\">", esc(&t.columns[vi]));
     for (i, r) in t.rows.iter().enumerate() {
@@ -119,9 +140,19 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// Columns of bytes per time bin.
 fn time_svg(t: &Table, out: &mut String) {
-    let (Some(ti), Some(bi)) = (t.columns.iter().position(|c| c == "t"), t.columns.iter().position(|c| c == "bytes")) else { return };
+    let (Some(ti), Some(bi)) = (
+        t.columns.iter().position(|c| c == "t"),
+        t.columns.iter().position(|c| c == "bytes"),
+    ) else {
+        return;
+    };
     let n = t.rows.len().max(1);
-    let max = t.rows.iter().filter_map(|r| r[bi].as_num()).fold(0.0f64, f64::max).max(1.0);
+    let max = t
+        .rows
+        .iter()
+        .filter_map(|r| r[bi].as_num())
+        .fold(0.0f64, f64::max)
+        .max(1.0);
     let (w, h) = (760.0, 220.0);
     let bw = ((w - 60.0) / n as f64).max(1.0);
     let _ = write!(out, "<svg class=\"chart\" width=\"760\" height=\"250\" viewBox=\"0 0 760 250\" role=\"img\" aria-label=\"bytes over time\">");
@@ -130,13 +161,20 @@ fn time_svg(t: &Table, out: &mut String) {
         let v = r[bi].as_num().unwrap_or(0.0);
         let bh = (v / max * (h - 20.0)).max(1.0);
         let x = 50.0 + i as f64 * bw;
-        let when = r[ti].as_num().map(|s| {
-            let (_, _, _, hh, mm) = crate::sink::files::civil_time(s as u64);
-            format!("{hh:02}:{mm:02}")
-        }).unwrap_or_default();
+        let when = r[ti]
+            .as_num()
+            .map(|s| {
+                let (_, _, _, hh, mm) = crate::sink::files::civil_time(s as u64);
+                format!("{hh:02}:{mm:02}")
+            })
+            .unwrap_or_default();
         let _ = write!(out, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" class=\"bar\"><title>{when}: {} bytes</title></rect>", h - bh, (bw - 2.0).max(1.0), esc(&fmt_num(&r[bi])));
         if n <= 24 || i % (n / 12).max(1) == 0 {
-            let _ = write!(out, "<text x=\"{x:.1}\" y=\"{}\" class=\"tick\">{when}</text>", h + 16.0);
+            let _ = write!(
+                out,
+                "<text x=\"{x:.1}\" y=\"{}\" class=\"tick\">{when}</text>",
+                h + 16.0
+            );
         }
     }
     out.push_str("</svg>");
@@ -151,7 +189,9 @@ pub fn findings_by_kind(rows: &[Row]) -> Table {
         if text.is_empty() {
             continue;
         }
-        if let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(&text) {
+        if let Ok(serde_json::Value::Array(items)) =
+            serde_json::from_str::<serde_json::Value>(&text)
+        {
             for f in items {
                 if let Some(code) = f["code"].as_str() {
                     *counts.entry(code.to_string()).or_default() += 1.0;
@@ -168,10 +208,17 @@ pub fn findings_by_kind(rows: &[Row]) -> Table {
         }
     }
     let mut rows: Vec<(String, f64)> = counts.into_iter().collect();
-    rows.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0)));
+    rows.sort_by(|a, b| {
+        b.1.partial_cmp(&a.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
+    });
     Table {
         columns: vec!["finding".into(), "records".into()],
-        rows: rows.into_iter().map(|(c, n)| vec![Val::Str(c), Val::Num(n)]).collect(),
+        rows: rows
+            .into_iter()
+            .map(|(c, n)| vec![Val::Str(c), Val::Num(n)])
+            .collect(),
     }
 }
 
@@ -188,7 +235,12 @@ pub fn render(rows: Vec<Row>, inputs: &str) -> Result<String, String> {
     for (title, q, chart) in SECTIONS {
         let commands = parse::parse(q)?;
         let t = eval::run(&commands, rows.clone())?;
-        let _ = write!(out, "<section><h2>{}</h2><p><code>{}</code></p>", esc(title), esc(q));
+        let _ = write!(
+            out,
+            "<section><h2>{}</h2><p><code>{}</code></p>",
+            esc(title),
+            esc(q)
+        );
         if t.rows.is_empty() {
             out.push_str("<p>No records.</p></section>");
             continue;
@@ -205,7 +257,10 @@ pub fn render(rows: Vec<Row>, inputs: &str) -> Result<String, String> {
     if f.rows.is_empty() {
         out.push_str("<p>No findings.</p>");
     } else {
-        let bars = Table { columns: f.columns.clone(), rows: f.rows.iter().take(TOP).cloned().collect() };
+        let bars = Table {
+            columns: f.columns.clone(),
+            rows: f.rows.iter().take(TOP).cloned().collect(),
+        };
         bars_svg(&bars, &mut out);
         table_html(&f, &mut out);
     }
