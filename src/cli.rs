@@ -43,6 +43,8 @@ enum Output {
     Text,
     /// JSON lines with AWS field names as keys
     Json,
+    /// Parquet with AWS's column names and types (needs --out FILE)
+    Parquet,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -248,7 +250,12 @@ pub fn run() -> i32 {
             let kind = match output {
                 Output::Text => OutputKind::Text,
                 Output::Json => OutputKind::Json,
+                Output::Parquet => OutputKind::Parquet,
             };
+            if kind == OutputKind::Parquet && out.is_none() {
+                eprintln!("mirrorflow: option '--output' = parquet: needs --out FILE");
+                return EXIT_USAGE;
+            }
             let format_spec = format.or(config.output.format.clone());
             let format = match (kind, format_spec) {
                 (_, Some(spec)) => match RecordFormat::custom(kind, &spec) {
@@ -259,7 +266,7 @@ pub fn run() -> i32 {
                     }
                 },
                 (OutputKind::Text, None) => RecordFormat::default_text(),
-                (OutputKind::Json, None) => RecordFormat::json(),
+                (OutputKind::Json | OutputKind::Parquet, None) => RecordFormat::json_as(kind),
             };
             let workers = workers.unwrap_or_else(|| {
                 std::thread::available_parallelism()
@@ -408,7 +415,8 @@ pub fn run() -> i32 {
                     }
                 },
                 (None, OutputKind::Text) => RecordFormat::default_text(),
-                (None, OutputKind::Json) => RecordFormat::json(),
+                // serve's sinks write text or JSON lines (sink.encoding); never Parquet.
+                (None, OutputKind::Json | OutputKind::Parquet) => RecordFormat::json(),
             };
             let reload = Arc::new(std::sync::atomic::AtomicBool::new(false));
             if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())

@@ -68,6 +68,31 @@ fn is_field_name(t: &str) -> bool {
 
 /// Reads every event of one file into `rows`. Errors name the file and line.
 pub fn read_file(path: &Path, rows: &mut Vec<Row>) -> Result<(), String> {
+    let mut magic = [0u8; 4];
+    let is_parquet = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .map(|_| &magic == b"PAR1")
+        .unwrap_or(false);
+    if is_parquet {
+        for cols in crate::record::parquet::read_rows(path)? {
+            let mut row = Row::default();
+            let mut message = Vec::with_capacity(cols.len());
+            for (name, v) in cols {
+                message.push(if v.is_null() {
+                    "-".to_string()
+                } else {
+                    v.to_string()
+                });
+                row.set(&name, v);
+            }
+            row.set("@message", Val::Str(message.join(" ")));
+            let ts = row.get("start").clone();
+            row.set("@timestamp", ts);
+            row.set("@log", Val::Str(path.display().to_string()));
+            rows.push(row);
+        }
+        return Ok(());
+    }
     let mut reader = open(path)?;
     let mut header: Option<Vec<String>> = None;
     let mut text = String::new();

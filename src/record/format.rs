@@ -8,11 +8,12 @@ use super::fields::{FormatField, DEFAULT_FORMAT};
 use super::{Field, FlowRecord, LogStatus};
 use crate::dissect::{AppFacts, Finding};
 
-/// Text or JSON lines.
+/// Text, JSON lines, or Parquet (columns; see `record::parquet`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputKind {
     Text,
     Json,
+    Parquet,
 }
 
 /// A compiled output format.
@@ -36,6 +37,14 @@ impl RecordFormat {
                 .iter()
                 .map(|f| FormatField::Known(*f))
                 .collect(),
+        )
+    }
+
+    /// Every known field, as JSON lines or Parquet columns.
+    pub fn json_as(kind: OutputKind) -> RecordFormat {
+        RecordFormat::from_fields(
+            kind,
+            JSON_FIELDS.iter().map(|f| FormatField::Known(*f)).collect(),
         )
     }
 
@@ -124,7 +133,7 @@ impl RecordFormat {
                     }
                 }
             }
-            OutputKind::Json => {
+            OutputKind::Json | OutputKind::Parquet => {
                 out.push('{');
                 let mut first = true;
                 for f in &self.fields {

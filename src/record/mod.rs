@@ -7,6 +7,7 @@
 
 pub mod fields;
 pub mod format;
+pub mod parquet;
 
 use std::net::IpAddr;
 use std::sync::Arc;

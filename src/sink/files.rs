@@ -106,7 +106,7 @@ impl RotatingFiles {
         let hash = mix(mix(u64::from(std::process::id())) ^ mix(self.seq) ^ now_s) >> 32;
         let ext = match self.format.kind() {
             OutputKind::Text => "log.gz",
-            OutputKind::Json => "json.gz",
+            OutputKind::Json | OutputKind::Parquet => "json.gz",
         };
         let name = format!(
             "{}_vpcflowlogs_{}_{}_{y:04}{m:02}{d:02}T{hh:02}{mm:02}Z_{hash:08x}.{ext}",

@@ -20,6 +20,8 @@ pub enum Destination {
 /// Writes encoded records; owned by the writer thread.
 pub struct RecordWriter {
     out: BufWriter<Box<dyn Write + Send>>,
+    /// Parquet output goes here instead of `out`.
+    parquet: Option<Box<crate::record::parquet::ParquetWriter>>,
     format: RecordFormat,
     line: String,
     written: u64,
@@ -28,12 +30,29 @@ pub struct RecordWriter {
 
 impl RecordWriter {
     pub fn open(dest: &Destination, format: RecordFormat) -> io::Result<RecordWriter> {
+        if format.kind() == crate::record::OutputKind::Parquet {
+            let Destination::File(p) = dest else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "Parquet output needs --out FILE",
+                ));
+            };
+            return Ok(RecordWriter {
+                out: BufWriter::new(Box::new(io::sink())),
+                parquet: Some(Box::new(crate::record::parquet::ParquetWriter::create(p)?)),
+                format,
+                line: String::new(),
+                written: 0,
+                path: Some(p.clone()),
+            });
+        }
         let (w, path): (Box<dyn Write + Send>, _) = match dest {
             Destination::Stdout => (Box::new(io::stdout()), None),
             Destination::File(p) => (Box::new(File::create(p)?), Some(p.clone())),
         };
         Ok(RecordWriter {
             out: BufWriter::with_capacity(1 << 20, w),
+            parquet: None,
             format,
             line: String::with_capacity(4096),
             written: 0,
@@ -46,6 +65,11 @@ impl RecordWriter {
     }
 
     pub fn write_all(&mut self, records: &[FlowRecord]) -> io::Result<()> {
+        if let Some(p) = &mut self.parquet {
+            p.write_all(records)?;
+            self.written += records.len() as u64;
+            return Ok(());
+        }
         self.line.clear();
         for r in records {
             self.format.write(r, &mut self.line);
@@ -65,6 +89,9 @@ impl RecordWriter {
 
     /// Flushes everything; returns the number of records written.
     pub fn finish(mut self) -> io::Result<u64> {
+        if let Some(p) = self.parquet.take() {
+            p.finish()?;
+        }
         self.out.flush()?;
         if let Some(p) = &self.path {
             // Records on disk survive a crash right after we report success.
