@@ -9,15 +9,6 @@ use std::path::Path;
 
 use common::*;
 
-fn summary(stderr: &str, label: &str) -> u64 {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .and_then(|l| l.trim_start()[label.len()..].split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no '{label}' in summary: {stderr}"))
-}
-
 /// Replays `cap` with a flow cap; returns (packets in records, stderr).
 fn replay_capped(dir: &Path, cap: &Path, max_flows: usize) -> (u64, String) {
     let config = dir.join("limits.toml");

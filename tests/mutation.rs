@@ -28,14 +28,6 @@ fn captures(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn summary(stderr: &str, label: &str) -> Option<u64> {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .and_then(|l| l.trim_start()[label.len()..].split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-}
-
 #[test]
 fn damaged_captures_never_panic_or_hang_and_keep_what_was_read() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -112,7 +104,7 @@ fn damaged_captures_never_panic_or_hang_and_keep_what_was_read() {
                 .lines()
                 .filter_map(|l| l.parse::<u64>().ok())
                 .sum();
-            let read = summary(&stderr, "packets")
+            let read = summary_value(&stderr, "packets")
                 .unwrap_or_else(|| panic!("{origin}: no summary: {stderr}"));
             assert_eq!(
                 in_records, read,

@@ -421,16 +421,6 @@ fn bad_arguments_get_one_line_errors_and_exit_2() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/capture.pcap"));
 }
 
-/// Reads a number from the replay summary on stderr (`  packets   1234 ...`).
-fn summary_number(stderr: &str, label: &str) -> u64 {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .and_then(|l| l.trim_start()[label.len()..].split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no '{label}' in summary: {stderr}"))
-}
-
 #[test]
 fn sigterm_mid_run_loses_no_packet_that_was_read() {
     let dir = scratch("sigterm");
@@ -466,7 +456,7 @@ fn sigterm_mid_run_loses_no_packet_that_was_read() {
         code == Some(130) || code == Some(0),
         "exit {code:?}: {stderr}"
     );
-    let read = summary_number(&stderr, "packets");
+    let read = summary(&stderr, "packets");
     let in_records: u64 = std::fs::read_to_string(&out)
         .unwrap()
         .lines()

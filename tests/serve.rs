@@ -158,15 +158,6 @@ impl Drop for Appliance {
     }
 }
 
-fn summary(stderr: &str, label: &str) -> u64 {
-    stderr
-        .lines()
-        .find(|l| l.trim_start().starts_with(label))
-        .and_then(|l| l.split_whitespace().last())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no '{label}' in summary: {stderr}"))
-}
-
 fn records(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -66,3 +66,17 @@ pub fn shared_dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
     d.join("corpus/EXPECTED.jsonl").exists().then_some(d)
 }
+
+/// A number from a run summary on stderr (`  packets     1234 ...`), if present.
+pub fn summary_value(stderr: &str, label: &str) -> Option<u64> {
+    stderr
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.trim_start()[label.len()..].split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// A number from a run summary; panics, showing the summary, when it is missing.
+pub fn summary(stderr: &str, label: &str) -> u64 {
+    summary_value(stderr, label).unwrap_or_else(|| panic!("no '{label}' in summary: {stderr}"))
+}
