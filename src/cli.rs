@@ -94,6 +94,10 @@ enum Command {
         /// Flow records only: no payload inspection
         #[arg(long)]
         no_inspect: bool,
+        /// Write run measurements as JSON here (used by `bench`, which runs each
+        /// measurement in a fresh process)
+        #[arg(long, hide = true)]
+        bench_report: Option<PathBuf>,
     },
     /// Run the appliance: receive VXLAN/GENEVE mirror traffic, write flow-log records
     Serve {
@@ -140,6 +144,21 @@ enum Command {
         /// The page to write
         #[arg(long)]
         html: PathBuf,
+    },
+    /// Measure the pipeline on a capture against the walk-the-capture baseline
+    Bench {
+        /// Capture to measure; without one, the same traffic is generated plain and
+        /// VXLAN-wrapped and both are measured
+        capture: Option<PathBuf>,
+        /// Worker counts to run, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<usize>,
+        /// Flows to generate when no capture is given
+        #[arg(long, default_value_t = 40_000)]
+        flows: usize,
+        /// Runs per figure (the median is reported)
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Generate deterministic AWS-mirror-like traffic and its ground truth (FILE.truth.jsonl)
     Gen {
@@ -218,6 +237,7 @@ pub fn run() -> i32 {
             geneve_port,
             quiet,
             no_inspect,
+            bench_report,
         } => {
             let config = match config {
                 Some(path) => match Config::load(&path) {
@@ -302,8 +322,18 @@ pub fn run() -> i32 {
                 progress: !quiet,
                 stop,
             };
+            let sampler = bench_report
+                .as_ref()
+                .map(|_| mirrorflow::runtime::bench::AnonSampler::start());
             match replay(opts) {
                 Ok(outcome) => {
+                    if let (Some(path), Some(sampler)) = (&bench_report, sampler) {
+                        let report = mirrorflow::runtime::bench::report_json(&outcome, sampler);
+                        if let Err(e) = std::fs::write(path, report) {
+                            eprintln!("mirrorflow: {}: {e}", path.display());
+                            return EXIT_FAILED;
+                        }
+                    }
                     if !quiet {
                         eprint!("{}", outcome.summary.render());
                     }
@@ -324,6 +354,38 @@ pub fn run() -> i32 {
                 Err(e) => {
                     eprintln!("mirrorflow: {e}");
                     EXIT_FAILED
+                }
+            }
+        }
+        Command::Bench {
+            capture,
+            workers,
+            flows,
+            runs,
+        } => {
+            if let Some(w) = workers.iter().find(|w| **w == 0 || **w > 1024) {
+                eprintln!("mirrorflow: option '--workers' = {w}: must be between 1 and 1024");
+                return EXIT_USAGE;
+            }
+            if flows == 0 || runs == 0 {
+                eprintln!("mirrorflow: options '--flows' and '--runs' must be at least 1");
+                return EXIT_USAGE;
+            }
+            let opts = mirrorflow::runtime::bench::BenchOptions {
+                capture,
+                workers,
+                flows,
+                runs,
+                stop,
+            };
+            match mirrorflow::runtime::bench::run(&opts) {
+                Ok(results) => {
+                    print!("{}", mirrorflow::runtime::bench::render(&results));
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("mirrorflow: bench: {e}");
+                    EXIT_DAMAGED_CAPTURE
                 }
             }
         }

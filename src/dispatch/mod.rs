@@ -30,7 +30,7 @@ pub const BATCH_SIZE: usize = 256;
 /// Batches that may wait in one worker's queue.
 pub const QUEUE_BATCHES: usize = 64;
 
-pub type Batch = Vec<FlowPacket>;
+pub use crate::flow::Batch;
 
 /// What to do when a worker's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Dispatcher {
     ) -> Dispatcher {
         let pending = workers
             .iter()
-            .map(|_| Vec::with_capacity(BATCH_SIZE))
+            .map(|_| Batch::with_capacity(BATCH_SIZE))
             .collect();
         let n = workers.len();
         Dispatcher {
@@ -116,13 +116,15 @@ impl Dispatcher {
     }
 
     /// Routes one packet to its worker. Blocks when that worker's queue is full: on
-    /// replay nothing may be dropped, the capture simply waits.
+    /// replay nothing may be dropped, the capture simply waits. The transport payload
+    /// (`v.payload.1` bytes) sits at `buffer[payload_at..]`.
     pub fn push(
         &mut self,
         ctx: &MirrorContext,
         v: &PacketView,
         ts_ns: u64,
-        payload: bytes::Bytes,
+        buffer: &bytes::Bytes,
+        payload_at: usize,
         stats: &mut IngestStats,
     ) {
         let (mut src_port, mut dst_port) = (v.src_port, v.dst_port);
@@ -155,18 +157,18 @@ impl Dispatcher {
             seq: self.seq,
             tcp_seq: v.tcp_seq,
             icmp: v.icmp,
-            payload,
+            payload: Default::default(),
         };
         self.seq += 1;
         let w = (key.symmetric_hash() % self.workers.len() as u64) as usize;
-        self.pending[w].push(p);
+        self.pending[w].push(p, buffer, payload_at, v.payload.1 as usize);
         if self.pending[w].len() >= BATCH_SIZE {
             self.send(w);
         }
     }
 
     fn send(&mut self, w: usize) {
-        let batch = std::mem::replace(&mut self.pending[w], Vec::with_capacity(BATCH_SIZE));
+        let batch = std::mem::replace(&mut self.pending[w], Batch::with_capacity(BATCH_SIZE));
         let n = batch.len() as u64;
         match self.overflow {
             Overflow::Block => {
@@ -178,7 +180,7 @@ impl Dispatcher {
                 Ok(()) => self.dispatched_packets += n,
                 Err(e) => {
                     let mut batch = e.into_inner();
-                    for p in &batch {
+                    for p in &batch.packets {
                         let s = p.ts_ns / 1_000_000_000;
                         let window = s - s % self.interval_s;
                         *self

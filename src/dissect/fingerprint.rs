@@ -12,12 +12,42 @@ pub fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `bytes` (a table lookup: this runs for every fingerprinted flow).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0x0f)] as char);
+    }
+    s
+}
+
+/// `values` as four-digit lower-case hex, comma-separated (JA4's list form).
+fn hex16_list(values: &[u16]) -> String {
+    let mut s = String::with_capacity(values.len() * 5);
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        for shift in [12, 8, 4, 0] {
+            s.push(HEX[usize::from((v >> shift) & 0x0f)] as char);
+        }
+    }
+    s
 }
 
 fn dec_list<T: std::fmt::Display>(v: impl Iterator<Item = T>) -> String {
-    v.map(|x| x.to_string()).collect::<Vec<_>>().join("-")
+    use std::fmt::Write;
+    let mut s = String::new();
+    for (i, x) in v.enumerate() {
+        if i > 0 {
+            s.push('-');
+        }
+        let _ = write!(s, "{x}");
+    }
+    s
 }
 
 /// JA3: `version,ciphers,extensions,groups,point_formats` and its MD5.
@@ -50,7 +80,7 @@ fn sha12(s: &str) -> String {
     if s.is_empty() {
         return "000000000000".into();
     }
-    hex(&Sha256::digest(s.as_bytes()))[..12].to_string()
+    hex(&Sha256::digest(s.as_bytes())[..6])
 }
 
 /// JA4 (TLS client): `{t|q}{version}{d|i}{ciphers:02}{extensions:02}{alpn}_{b}_{c}`.
@@ -108,33 +138,17 @@ pub fn ja4(ch: &ClientHello, quic: bool) -> String {
     );
     let mut sorted = ciphers.clone();
     sorted.sort_unstable();
-    let b = sha12(
-        &sorted
-            .iter()
-            .map(|c| format!("{c:04x}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
+    let b = sha12(&hex16_list(&sorted));
     let mut ext_sorted: Vec<u16> = exts
         .iter()
         .copied()
         .filter(|e| *e != 0x0000 && *e != 0x0010)
         .collect();
     ext_sorted.sort_unstable();
-    let mut c_in = ext_sorted
-        .iter()
-        .map(|e| format!("{e:04x}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut c_in = hex16_list(&ext_sorted);
     if !ch.signature_algorithms.is_empty() {
         c_in.push('_');
-        c_in.push_str(
-            &ch.signature_algorithms
-                .iter()
-                .map(|s| format!("{s:04x}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        c_in.push_str(&hex16_list(&ch.signature_algorithms));
     }
     let c = if ext_sorted.is_empty() {
         "000000000000".to_string()

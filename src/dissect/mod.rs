@@ -16,8 +16,6 @@ pub mod reassembly;
 pub mod ssh;
 pub mod tls;
 
-use bytes::Bytes;
-
 use crate::parse::{FlowKey, Side, PROTO_TCP, PROTO_UDP};
 pub use findings::Finding;
 use reassembly::Stream;
@@ -150,7 +148,7 @@ impl Inspector {
         side: Side,
         tcp_flags: u8,
         tcp_seq: u32,
-        payload: &Bytes,
+        payload: &[u8],
         truncated: bool,
     ) {
         if self.done {
@@ -442,7 +440,7 @@ impl Inspector {
         self.dirty |= changed;
     }
 
-    fn analyze_udp(&mut self, from_client: bool, d: &Bytes, _truncated: bool) {
+    fn analyze_udp(&mut self, from_client: bool, d: &[u8], _truncated: bool) {
         if matches!(self.proto, Proto::Unknown | Proto::Quic) && from_client && quic::probe(d) {
             {
                 let stream = self.quic.get_or_insert_with(Default::default);

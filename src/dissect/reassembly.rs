@@ -7,8 +7,6 @@
 //! list, and a hole that is not filled in time, or a segment the mirror truncated, ends
 //! the stream cleanly as a gap: the dissectors keep what came before it.
 
-use bytes::Bytes;
-
 /// Out-of-order segments held per direction before the hole counts as a gap.
 pub const MAX_PENDING_SEGMENTS: usize = 32;
 
@@ -19,7 +17,7 @@ pub struct Stream {
     /// Sequence number of the next byte we expect.
     next_seq: Option<u32>,
     data: Vec<u8>,
-    pending: Vec<(u32, Bytes)>,
+    pending: Vec<(u32, Vec<u8>)>,
     /// The stream can no longer grow: a hole, a truncated segment, or the limit.
     pub ended: bool,
     /// A hole or truncation ended the stream (as opposed to the byte limit).
@@ -41,7 +39,7 @@ impl Stream {
     }
 
     /// Adds one segment; returns true when new in-order bytes arrived.
-    pub fn segment(&mut self, seq: u32, flags: u8, payload: &Bytes, truncated: bool) -> bool {
+    pub fn segment(&mut self, seq: u32, flags: u8, payload: &[u8], truncated: bool) -> bool {
         if flags & SYN != 0 {
             // The SYN consumes one sequence number; data (TCP Fast Open) follows it. A
             // new SYN before any data is a new attempt with a new initial sequence.
@@ -69,7 +67,10 @@ impl Stream {
             }
             grew
         } else if self.pending.len() < MAX_PENDING_SEGMENTS && !truncated {
-            self.pending.push((seq, payload.clone()));
+            // Copied (bounded: a few segments of at most `limit` bytes each) because the
+            // packet's buffer belongs to its batch.
+            let keep = payload.len().min(self.limit);
+            self.pending.push((seq, payload[..keep].to_vec()));
             false
         } else {
             self.end(true);
@@ -81,7 +82,7 @@ impl Stream {
         grew
     }
 
-    fn append(&mut self, payload: &Bytes, skip: usize) -> bool {
+    fn append(&mut self, payload: &[u8], skip: usize) -> bool {
         if skip >= payload.len() {
             return false; // a retransmission of bytes we hold
         }
@@ -134,14 +135,14 @@ impl Stream {
 mod tests {
     use super::*;
 
-    fn b(s: &str) -> Bytes {
-        Bytes::copy_from_slice(s.as_bytes())
+    fn b(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
     }
 
     #[test]
     fn in_order_out_of_order_retransmitted_overlapping() {
         let mut s = Stream::new(1024);
-        s.segment(1000, SYN, &Bytes::new(), false);
+        s.segment(1000, SYN, &[], false);
         s.segment(1001, 0x18, &b("GET "), false);
         s.segment(1008, 0x18, &b("HTTP"), false); // out of order
         assert_eq!(s.data(), b"GET ");

@@ -63,10 +63,7 @@ pub fn hassh(lists: &[String; 10], server: bool) -> String {
     // kex, hostkey, enc c2s, enc s2c, mac c2s, mac s2c, comp c2s, comp s2c, lang c2s, lang s2c
     let (enc, mac, comp) = if server { (3, 5, 7) } else { (2, 4, 6) };
     let s = format!("{};{};{};{}", lists[0], lists[enc], lists[mac], lists[comp]);
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::fingerprint::hex(&Md5::digest(s.as_bytes()))
 }
 
 #[cfg(test)]

@@ -32,7 +32,79 @@ pub struct FlowPacket {
     pub tcp_seq: u32,
     /// ICMP type and code.
     pub icmp: Option<(u8, u8)>,
-    /// Transport payload as captured: a slice of the capture or receive slab, not a
-    /// copy; empty when there is none.
-    pub payload: Bytes,
+    /// Where the transport payload as captured sits in the batch's buffers (the mapped
+    /// capture or a receive slab): no copy, and no reference count per packet.
+    pub payload: PayloadRef,
+}
+
+/// A transport payload inside one of a batch's shared buffers; `len` 0 when none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PayloadRef {
+    pub buffer: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+/// Packets for one worker and the buffers their payloads point into. The buffers are
+/// reference-counted once per batch rather than once per packet: a per-packet count
+/// would bounce one cache line between the ingest thread and every worker.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub packets: Vec<FlowPacket>,
+    pub buffers: Vec<Bytes>,
+}
+
+impl Batch {
+    pub fn with_capacity(n: usize) -> Batch {
+        Batch {
+            packets: Vec::with_capacity(n),
+            buffers: Vec::new(),
+        }
+    }
+
+    /// The payload of `p` (empty if its reference does not fit, which dispatch never
+    /// produces).
+    #[inline]
+    pub fn payload(&self, p: &FlowPacket) -> &[u8] {
+        let r = p.payload;
+        if r.len == 0 {
+            return &[];
+        }
+        self.buffers
+            .get(r.buffer as usize)
+            .and_then(|b| b.get(r.offset as usize..r.offset as usize + r.len as usize))
+            .unwrap_or(&[])
+    }
+
+    /// Adds `p` with its payload at `buffer[at..at + len]`.
+    pub fn push(&mut self, mut p: FlowPacket, buffer: &Bytes, at: usize, len: usize) {
+        if len > 0 {
+            let same = self
+                .buffers
+                .last()
+                .is_some_and(|b| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len());
+            if !same {
+                self.buffers.push(buffer.clone());
+            }
+            p.payload = PayloadRef {
+                buffer: (self.buffers.len() - 1) as u32,
+                offset: at as u32,
+                len: len as u32,
+            };
+        }
+        self.packets.push(p);
+    }
+
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.packets.clear();
+        self.buffers.clear();
+    }
 }

@@ -203,7 +203,7 @@ impl FlowTable {
     }
 
     /// Accounts one packet; records it closes are appended to `out`.
-    pub fn process(&mut self, p: &FlowPacket, out: &mut Vec<FlowRecord>) {
+    pub fn process(&mut self, p: &FlowPacket, payload: &[u8], out: &mut Vec<FlowRecord>) {
         if p.ts_ns >= self.next_sweep_ns {
             self.sweep(p.ts_ns, out);
             self.next_sweep_ns = p.ts_ns + SWEEP_INTERVAL_NS;
@@ -272,7 +272,7 @@ impl FlowTable {
         // flows that never do (scans, floods, bare handshakes) cost nothing extra.
         if self.inspect.enabled
             && !flow.inspected
-            && (flow.inspect.is_some() || !p.payload.is_empty())
+            && (flow.inspect.is_some() || !payload.is_empty())
         {
             let insp = flow.inspect.get_or_insert_with(|| {
                 let client = flow.conn.originator();
@@ -282,14 +282,7 @@ impl FlowTable {
                     self.inspect.max_bytes,
                 ))
             });
-            insp.packet(
-                &p.key,
-                p.side,
-                p.tcp_flags,
-                p.tcp_seq,
-                &p.payload,
-                p.truncated,
-            );
+            insp.packet(&p.key, p.side, p.tcp_flags, p.tcp_seq, payload, p.truncated);
             if insp.done() {
                 finish_inspection(flow, &mut self.stats);
             }
@@ -436,7 +429,7 @@ mod tests {
             seq,
             tcp_seq: 0,
             icmp: None,
-            payload: bytes::Bytes::new(),
+            payload: Default::default(),
         }
     }
 
@@ -449,12 +442,12 @@ mod tests {
         let mut t = table();
         let mut out = Vec::new();
         let base = 1_704_067_200.0; // 2024-01-01T00:00:00Z, window aligned
-        t.process(&pkt(0, base + 1.0, true, 0x02, 60), &mut out);
-        t.process(&pkt(1, base + 1.1, false, 0x12, 60), &mut out);
-        t.process(&pkt(2, base + 1.2, true, 0x10, 52), &mut out);
-        t.process(&pkt(3, base + 2.0, true, 0x11, 52), &mut out);
-        t.process(&pkt(4, base + 2.1, false, 0x11, 52), &mut out);
-        t.process(&pkt(5, base + 2.2, true, 0x10, 52), &mut out);
+        t.process(&pkt(0, base + 1.0, true, 0x02, 60), &[], &mut out);
+        t.process(&pkt(1, base + 1.1, false, 0x12, 60), &[], &mut out);
+        t.process(&pkt(2, base + 1.2, true, 0x10, 52), &[], &mut out);
+        t.process(&pkt(3, base + 2.0, true, 0x11, 52), &[], &mut out);
+        t.process(&pkt(4, base + 2.1, false, 0x11, 52), &[], &mut out);
+        t.process(&pkt(5, base + 2.2, true, 0x10, 52), &[], &mut out);
         assert!(out.is_empty());
         t.flush(&mut out);
         assert_eq!(out.len(), 2);
@@ -485,9 +478,9 @@ mod tests {
         let mut t = table();
         let mut out = Vec::new();
         let base = 1_704_067_200.0;
-        t.process(&pkt(0, base + 590.0, true, 0x02, 60), &mut out);
-        t.process(&pkt(1, base + 590.5, false, 0x12, 60), &mut out);
-        t.process(&pkt(2, base + 610.0, true, 0x10, 52), &mut out);
+        t.process(&pkt(0, base + 590.0, true, 0x02, 60), &[], &mut out);
+        t.process(&pkt(1, base + 590.5, false, 0x12, 60), &[], &mut out);
+        t.process(&pkt(2, base + 610.0, true, 0x10, 52), &[], &mut out);
         assert_eq!(
             out.len(),
             2,
@@ -510,14 +503,14 @@ mod tests {
         let mut a = table();
         let mut out_a = Vec::new();
         for p in &pkts {
-            a.process(p, &mut out_a);
+            a.process(p, &[], &mut out_a);
         }
         a.flush(&mut out_a);
         let mut b = table();
         let mut out_b = Vec::new();
-        b.process(&pkts[0], &mut out_b);
+        b.process(&pkts[0], &[], &mut out_b);
         b.sweep((base as u64 + 399) * NS, &mut out_b);
-        b.process(&pkts[1], &mut out_b);
+        b.process(&pkts[1], &[], &mut out_b);
         b.flush(&mut out_b);
         assert_eq!(out_a, out_b);
         assert_eq!(out_a.len(), 2);

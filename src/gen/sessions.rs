@@ -23,6 +23,8 @@ const RESOLVER_V6: [u8; 16] = [
 ];
 /// TCP maximum segment size used for bulk data (Ethernet MTU minus headers, timestamps).
 const MSS: usize = 1448;
+/// Size of the ephemeral range gen draws client ports from (32768..60999).
+const EPHEMERAL_PORTS: usize = 60999 - 32768;
 /// Seconds over which session starts are spread: two default aggregation windows.
 const SPREAD_S: u64 = 1200;
 
@@ -416,6 +418,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
     let n = opts.flows.max(1);
     let step_us = SPREAD_S * 1_000_000 / n as u64;
     let mut used_ports = std::collections::HashSet::new();
+    let mut used_pairs = std::collections::HashSet::new();
     let mut icmp_peers = 0u32;
     for i in 0..n {
         let start_us =
@@ -445,9 +448,17 @@ pub fn generate(opts: &GenOptions) -> Traffic {
             IpAddr::from(RESOLVER_V4)
         };
         // Ephemeral ports unique per run so every flow has its own five-tuple.
-        let mut eph = |rng: &mut Rng| loop {
+        // Ephemeral ports: unique per run while the range lasts, so small captures have
+        // one port per flow; past that (more than 28,231 client flows), unique per
+        // remote address, which still gives every flow its own five-tuple.
+        let mut eph = |rng: &mut Rng, remote: IpAddr| loop {
             let p = rng.range(32768, 60999) as u16;
-            if used_ports.insert(p) {
+            if used_ports.len() < EPHEMERAL_PORTS {
+                if used_ports.insert(p) {
+                    used_pairs.insert((remote, p));
+                    break p;
+                }
+            } else if used_pairs.insert((remote, p)) {
                 break p;
             }
         };
@@ -479,10 +490,11 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                     "syn-unanswered" => *rng.pick(&[443u16, 8443, 25, 3389]),
                     _ => *rng.pick(&[5432u16, 3306, 6379, 9092, 27017]),
                 };
+                let server = peer(&mut rng);
                 let ep = Endpoints {
                     client: eni,
-                    server: peer(&mut rng),
-                    cport: eph(&mut rng),
+                    server,
+                    cport: eph(&mut rng, server),
                     sport,
                     eni_is_client: true,
                 };
@@ -565,10 +577,11 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 flows.push(f.finish(opts.truncate));
             }
             "http-inbound" => {
+                let client = peer(&mut rng);
                 let ep = Endpoints {
-                    client: peer(&mut rng),
+                    client,
                     server: eni,
-                    cport: eph(&mut rng),
+                    cport: eph(&mut rng, client),
                     sport: 8080,
                     eni_is_client: false,
                 };
@@ -598,7 +611,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 let ep = Endpoints {
                     client: eni,
                     server,
-                    cport: eph(&mut rng),
+                    cport: eph(&mut rng, server),
                     sport,
                     eni_is_client: true,
                 };
@@ -671,7 +684,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 // A port scan against the interface: one scanner, many ports, each probe
                 // its own flow; closed ports answer RST-ACK (REJ), filtered ones nothing (S0).
                 let scanner = peer(&mut rng);
-                let sport = eph(&mut rng);
+                let sport = eph(&mut rng, scanner);
                 let first = rng.range(1, 1000) as u16;
                 for k in 0..24u16 {
                     let ep = Endpoints {

@@ -6,6 +6,7 @@
 //! flags, fragment identity and where the transport payload sits in the frame. Nothing
 //! is copied; the view holds offsets into the frame.
 
+pub mod fast;
 pub mod flow_key;
 
 use std::net::IpAddr;
@@ -70,6 +71,38 @@ impl PacketView {
 pub enum ParseError {
     /// Decap guarantees an IP layer; kept for views built from other sources.
     NoIp,
+}
+
+/// Decap + parse of one captured frame: the fast path for common shapes, else the
+/// general `decap::decapsulate` + [`view`] (which agree; see `fast`).
+#[inline]
+pub fn decode(
+    frame: &[u8],
+    link: crate::ingest::LinkType,
+    ports: crate::decap::TunnelPorts,
+) -> Result<(crate::decap::MirrorContext, PacketView), crate::decap::DecapError> {
+    if let Some(hit) = fast::decode_frame(frame, link, ports) {
+        return Ok(hit);
+    }
+    let d = crate::decap::decapsulate(frame, link, ports)?;
+    let v = view(frame, &d).map_err(|_| crate::decap::DecapError::IpHeader)?;
+    Ok((d.ctx, v))
+}
+
+/// Decap + parse of a datagram received on tunnel port `dport` (`serve`).
+#[inline]
+pub fn decode_datagram(
+    payload: &[u8],
+    dport: u16,
+    outer_src: IpAddr,
+    ports: crate::decap::TunnelPorts,
+) -> Result<(crate::decap::MirrorContext, PacketView), crate::decap::DecapError> {
+    if let Some(hit) = fast::decode_datagram(payload, dport, outer_src, ports) {
+        return Ok(hit);
+    }
+    let d = crate::decap::decapsulate_datagram(payload, dport, outer_src, ports)?;
+    let v = view(payload, &d).map_err(|_| crate::decap::DecapError::IpHeader)?;
+    Ok((d.ctx, v))
 }
 
 /// Builds the view of the innermost packet of `frame`.

@@ -2,6 +2,7 @@
 //! dispatch), N worker threads (flow tables) and one writer thread (sink), joined by
 //! bounded channels, with an orderly shutdown: stop reading, drain tables, flush sink.
 
+pub mod bench;
 pub mod replay;
 pub mod send;
 pub mod serve;

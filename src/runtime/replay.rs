@@ -17,7 +17,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::config::{InspectConfig, SessionMap, Timeouts};
-use crate::decap::{decapsulate, Tunnel, TunnelPorts};
+use crate::decap::{Tunnel, TunnelPorts};
 use crate::dispatch::{Batch, Dispatcher, QUEUE_BATCHES};
 use crate::flow::{FlowTable, FlowTableStats};
 use crate::ingest::{CaptureError, CaptureFile};
@@ -63,8 +63,33 @@ pub fn stop_on_signals() -> std::io::Result<Arc<AtomicBool>> {
 /// What a run produced: the summary and any damaged captures.
 pub struct ReplayOutcome {
     pub summary: RunSummary,
+    /// Time each worker spent on one batch, in ns (all workers merged).
+    pub batch_ns: hdrhistogram::Histogram<u64>,
+    /// CPU time per thread role: where a run's time went.
+    pub cpu: ThreadCpu,
     pub capture_errors: Vec<CaptureError>,
     pub interrupted: bool,
+}
+
+/// CPU time of a run's threads, by role.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadCpu {
+    /// The ingest thread: read, decap, parse, dispatch.
+    pub ingest: std::time::Duration,
+    /// All workers together: flow tables and dissectors.
+    pub workers: std::time::Duration,
+    /// The writer: ordering, detectors, encoding, output.
+    pub writer: std::time::Duration,
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> std::time::Duration {
+    // SAFETY: clock_gettime writes the timespec we pass.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// A failure that stopped the run as a whole (the output could not be written).
@@ -83,6 +108,7 @@ impl std::fmt::Display for ReplayError {
 
 pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let started = Instant::now();
+    let ingest_cpu0 = thread_cpu_time();
     let workers = opts.workers.max(1);
     let writer = RecordWriter::open(&opts.destination, opts.format.clone()).map_err(|e| {
         ReplayError::Output(match &opts.destination {
@@ -98,7 +124,10 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         .spawn({
             let detector = crate::detect::Detector::new(opts.detect.clone(), opts.interval_s);
             let interval = opts.interval_s;
-            move || write_records(writer, rec_rx, detector, workers, interval)
+            move || {
+                let r = write_records(writer, rec_rx, detector, workers, interval);
+                (r, thread_cpu_time())
+            }
         })
         .map_err(|e| ReplayError::Output(format!("cannot start writer thread: {e}")))?;
 
@@ -173,10 +202,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         // Learn each session's interface MAC from the start of the capture first, so
         // flow-direction does not depend on which flow happened to come first.
         for frame in frames.clone().take(LEARN_FRAMES).flatten() {
-            if let Ok(d) = decapsulate(frame.data, frame.link, opts.ports) {
-                if let Ok(view) = parse::view(frame.data, &d) {
-                    dispatcher.learn(&d.ctx, &view);
-                }
+            if let Ok((ctx, view)) = parse::decode(frame.data, frame.link, opts.ports) {
+                dispatcher.learn(&ctx, &view);
             }
         }
         for (n, frame) in frames.enumerate() {
@@ -198,29 +225,27 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
                     break 'files;
                 }
             }
-            let d = match decapsulate(frame.data, frame.link, opts.ports) {
-                Ok(d) => d,
+            let (ctx, view) = match parse::decode(frame.data, frame.link, opts.ports) {
+                Ok(hit) => hit,
                 Err(e) => {
                     ingest.decap_errors[e.index()] += 1;
                     continue;
                 }
             };
-            let Ok(view) = parse::view(frame.data, &d) else {
-                ingest.decap_errors[crate::decap::DecapError::IpHeader.index()] += 1;
-                continue;
-            };
             ingest.packets += 1;
             ingest.truncated += u64::from(view.truncated);
-            ingest.tunnelled += u64::from(d.ctx.tunnel != Tunnel::None);
-            // The payload is a slice of the mapped file: a reference count, no copy.
-            let payload = if view.payload.1 > 0 {
-                let start = frame.data.as_ptr() as usize - file.bytes().as_ptr() as usize
-                    + view.payload.0 as usize;
-                file.bytes().slice(start..start + view.payload.1 as usize)
-            } else {
-                bytes::Bytes::new()
-            };
-            dispatcher.push(&d.ctx, &view, frame.ts_ns, payload, &mut ingest);
+            ingest.tunnelled += u64::from(ctx.tunnel != Tunnel::None);
+            // The payload stays in the mapped file; the batch holds the file, not a copy.
+            let payload_at = frame.data.as_ptr() as usize - file.bytes().as_ptr() as usize
+                + view.payload.0 as usize;
+            dispatcher.push(
+                &ctx,
+                &view,
+                frame.ts_ns,
+                file.bytes(),
+                payload_at,
+                &mut ingest,
+            );
         }
         done_bytes += file.bytes().len() as u64;
     }
@@ -228,12 +253,19 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         b.finish_and_clear();
     }
     dispatcher.finish();
+    let mut cpu = ThreadCpu {
+        ingest: thread_cpu_time().saturating_sub(ingest_cpu0),
+        ..Default::default()
+    };
 
     let mut flows = FlowTableStats::default();
+    let mut batch_ns = crate::telemetry::metrics::new_histogram();
     for t in worker_threads {
-        let s = t
+        let (s, hist, worker_cpu) = t
             .join()
             .map_err(|_| ReplayError::Output("a worker thread panicked".into()))?;
+        cpu.workers += worker_cpu;
+        let _ = batch_ns.add(&hist);
         flows.flows_created += s.flows_created;
         flows.records += s.records;
         flows.idle_expired += s.idle_expired;
@@ -244,10 +276,12 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         flows.evicted += s.evicted;
         flows.peak_flows += s.peak_flows;
     }
-    let records_written = writer_thread
+    let (written, writer_cpu) = writer_thread
         .join()
-        .map_err(|_| ReplayError::Output("the writer thread panicked".into()))?
-        .map_err(|e| ReplayError::Output(format!("writing records: {e}")))?;
+        .map_err(|_| ReplayError::Output("the writer thread panicked".into()))?;
+    cpu.writer = writer_cpu;
+    let records_written =
+        written.map_err(|e| ReplayError::Output(format!("writing records: {e}")))?;
     Ok(ReplayOutcome {
         summary: RunSummary {
             ingest,
@@ -258,6 +292,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         },
         capture_errors,
         interrupted: stop.load(Ordering::Relaxed),
+        batch_ns,
+        cpu,
     })
 }
 
@@ -283,14 +319,21 @@ fn run_worker(
     mut table: FlowTable,
     rx: Receiver<Batch>,
     out: Sender<ToWriter>,
-) -> FlowTableStats {
+) -> (
+    FlowTableStats,
+    hdrhistogram::Histogram<u64>,
+    std::time::Duration,
+) {
     let mut records = Vec::with_capacity(RECORD_BATCH);
+    let mut hist = crate::telemetry::metrics::new_histogram();
     for batch in rx {
+        let t0 = Instant::now();
         let mut latest = 0;
-        for p in &batch {
-            table.process(p, &mut records);
+        for p in &batch.packets {
+            table.process(p, batch.payload(p), &mut records);
             latest = latest.max(p.ts_ns);
         }
+        let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
         if !records.is_empty() {
             let _ = out.send(ToWriter::Records(std::mem::replace(
                 &mut records,
@@ -310,7 +353,7 @@ fn run_worker(
         worker: id,
         ns: u64::MAX,
     });
-    table.stats()
+    (table.stats(), hist, thread_cpu_time())
 }
 
 /// Holds each window's records until every worker is past it, then writes them in a

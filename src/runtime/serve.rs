@@ -21,7 +21,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::{Config, SessionConfig, SessionMap};
-use crate::decap::{decapsulate_datagram, TunnelPorts};
+use crate::decap::TunnelPorts;
 use crate::dispatch::{Batch, Dispatcher, Overflow, SessionKey};
 use crate::flow::FlowTable;
 use crate::ingest::udp::{BatchReceiver, TunnelSocket, RECV_BATCH};
@@ -465,41 +465,38 @@ fn run_receiver(mut rx: BatchReceiver, c: ReceiverCtx) {
                             continue;
                         }
                         let payload = &slab[d.offset..d.offset + d.len];
-                        let dec = match decapsulate_datagram(payload, port, d.source, c.ports) {
-                            Ok(dec) => dec,
-                            Err(e) => {
-                                m.decap_errors[e.index()].fetch_add(1, Relaxed);
-                                continue;
-                            }
-                        };
-                        if !allow.vni_ok(dec.ctx.vni) {
+                        let (ctx, view) =
+                            match parse::decode_datagram(payload, port, d.source, c.ports) {
+                                Ok(hit) => hit,
+                                Err(e) => {
+                                    m.decap_errors[e.index()].fetch_add(1, Relaxed);
+                                    continue;
+                                }
+                            };
+                        if !allow.vni_ok(ctx.vni) {
                             m.rejected_vni.fetch_add(1, Relaxed);
                             continue;
                         }
-                        let Ok(view) = parse::view(payload, &dec) else {
-                            m.decap_errors[crate::decap::DecapError::IpHeader.index()]
-                                .fetch_add(1, Relaxed);
-                            continue;
-                        };
                         if view.truncated {
                             m.truncated_packets.fetch_add(1, Relaxed);
                         }
-                        let e = per_vni.entry(dec.ctx.vni.unwrap_or(0)).or_default();
+                        let e = per_vni.entry(ctx.vni.unwrap_or(0)).or_default();
                         e[0] += 1;
                         e[1] += 1;
                         e[2] += u64::from(view.ip_len);
-                        let key = (dec.ctx.vni, dec.ctx.mirror_source);
+                        let key = (ctx.vni, ctx.mirror_source);
                         if seen.get(&key) != Some(&window) {
                             seen.insert(key, window);
                             newly_seen.push((key, window));
                         }
-                        let payload = if view.payload.1 > 0 {
-                            let start = d.offset + view.payload.0 as usize;
-                            slab.slice(start..start + view.payload.1 as usize)
-                        } else {
-                            bytes::Bytes::new()
-                        };
-                        dispatcher.push(&dec.ctx, &view, now, payload, &mut ingest);
+                        dispatcher.push(
+                            &ctx,
+                            &view,
+                            now,
+                            &slab,
+                            d.offset + view.payload.0 as usize,
+                            &mut ingest,
+                        );
                     }
                     // Under load the socket returns full batches: let worker batches fill
                     // up (fewer, larger hand-overs). Once the socket is drained, hand over
@@ -574,8 +571,8 @@ fn run_worker(
         match rx.recv_timeout(Duration::from_millis(250)) {
             Ok(batch) => {
                 let t0 = Instant::now();
-                for p in &batch {
-                    table.process(p, &mut records);
+                for p in &batch.packets {
+                    table.process(p, batch.payload(p), &mut records);
                 }
                 let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
             }
@@ -945,7 +942,8 @@ mod tests {
                 &dec.ctx,
                 &view,
                 (120 + i) * NS,
-                bytes::Bytes::new(),
+                &bytes::Bytes::new(),
+                0,
                 &mut stats,
             );
             d.flush();

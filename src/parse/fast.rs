@@ -1,0 +1,396 @@
+//! Fast path: decap + parse in one pass for the shapes that make up nearly all mirrored
+//! traffic, without building etherparse's `LaxSlicedPacket` (a few hundred bytes that
+//! the general path builds and moves per layer).
+//!
+//! Handled here: Ethernet (at most one 802.1Q tag) → IPv4 (no fragmentation) or IPv6
+//! (no extension headers) → TCP (whole header captured), UDP or ICMP/ICMPv6, optionally
+//! inside one AWS VXLAN layer whose outer packet is complete. Every other shape (GENEVE,
+//! GRE, MPLS, PPPoE, fragments, IPv6 extension headers, truncated transport headers,
+//! UDP that might hide another tunnel, ...) returns `None` and goes through the general
+//! `decap` + `parse::view`, which stays the reference: a test feeds every corpus frame
+//! and a set of mutated ones through both and requires equal results. Reads are
+//! bounds-checked (`get`), so hostile input can only make this path decline.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::{Fragment, PacketView, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use crate::decap::vxlan::VXLAN_HEADER_LEN;
+use crate::decap::{MirrorContext, Tunnel, TunnelPorts};
+use crate::ingest::LinkType;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+/// UDP ports where the general path looks for another tunnel inside (GTP-U, GRE-in-UDP,
+/// Teredo): such datagrams are left to it.
+const TUNNEL_HINT_PORTS: [u16; 3] = [2152, 4754, 3544];
+
+#[inline]
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    let s = b.get(at..at + 2)?;
+    Some(u16::from_be_bytes([s[0], s[1]]))
+}
+
+#[inline]
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    let s = b.get(at..at + 4)?;
+    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// A frame as read from a capture.
+#[inline]
+pub fn decode_frame(
+    frame: &[u8],
+    link: LinkType,
+    ports: TunnelPorts,
+) -> Option<(MirrorContext, PacketView)> {
+    if link != LinkType::Ethernet {
+        return None;
+    }
+    ethernet(frame, 0, frame.len(), MirrorContext::default(), ports, true)
+}
+
+/// A datagram received on a tunnel port (`serve`): starts at the VXLAN header.
+#[inline]
+pub fn decode_datagram(
+    payload: &[u8],
+    dport: u16,
+    outer_src: IpAddr,
+    ports: TunnelPorts,
+) -> Option<(MirrorContext, PacketView)> {
+    if dport != ports.vxlan || payload.first()? & 0x08 == 0 {
+        return None;
+    }
+    let vni = be32(payload, 4)? >> 8;
+    let ctx = MirrorContext {
+        vni: Some(vni),
+        mirror_source: Some(outer_src),
+        tunnel: Tunnel::Vxlan,
+    };
+    ethernet(payload, VXLAN_HEADER_LEN, payload.len(), ctx, ports, false)
+}
+
+/// The Ethernet frame at `frame[at..end]`; `may_tunnel`: a VXLAN layer may follow.
+fn ethernet(
+    frame: &[u8],
+    at: usize,
+    end: usize,
+    ctx: MirrorContext,
+    ports: TunnelPorts,
+    may_tunnel: bool,
+) -> Option<(MirrorContext, PacketView)> {
+    let l = frame.get(at..end)?;
+    let dst_mac: [u8; 6] = l.get(0..6)?.try_into().ok()?;
+    let src_mac: [u8; 6] = l.get(6..12)?.try_into().ok()?;
+    let mut ether_type = be16(l, 12)?;
+    let mut ip_at = at + 14;
+    if ether_type == ETHERTYPE_VLAN {
+        ether_type = be16(l, 16)?;
+        ip_at += 4;
+    }
+    let ip = frame.get(ip_at..end)?;
+    let (src, dst, protocol, ip_len, header_len) = match ether_type {
+        ETHERTYPE_IPV4 => ipv4(ip)?,
+        ETHERTYPE_IPV6 => ipv6(ip)?,
+        _ => return None,
+    };
+    // Bytes of the IP packet that were captured; Ethernet padding past the IP length is
+    // not part of it.
+    let declared_end = ip_at + ip_len;
+    let cap_end = end.min(declared_end);
+    let truncated = end < declared_end;
+    let l4_at = ip_at + header_len;
+    let l4 = frame.get(l4_at..cap_end)?;
+    let mut v = PacketView {
+        src,
+        dst,
+        protocol,
+        src_port: 0,
+        dst_port: 0,
+        ports_known: false,
+        ip_len: ip_len as u32,
+        tcp_flags: 0,
+        tcp_seq: 0,
+        icmp: None,
+        truncated,
+        fragment: Fragment::No,
+        src_mac: Some(src_mac),
+        dst_mac: Some(dst_mac),
+        payload: (0, 0),
+    };
+    match protocol {
+        PROTO_TCP => {
+            let data_offset = usize::from(*l4.get(12)? >> 4) * 4;
+            if data_offset < 20 || l4.len() < data_offset {
+                return None;
+            }
+            v.src_port = be16(l4, 0)?;
+            v.dst_port = be16(l4, 2)?;
+            v.tcp_seq = be32(l4, 4)?;
+            v.tcp_flags = l4[13];
+            v.ports_known = true;
+            v.payload = (
+                (l4_at + data_offset) as u32,
+                (l4.len() - data_offset) as u32,
+            );
+        }
+        PROTO_UDP => {
+            // The UDP length must agree with the IP length: otherwise the general path
+            // decides which one to believe.
+            let udp_len = usize::from(be16(l4, 4)?);
+            if udp_len < 8 || l4_at + udp_len != declared_end {
+                return None;
+            }
+            let sport = be16(l4, 0)?;
+            let dport = be16(l4, 2)?;
+            let payload = &l4[8..];
+            if may_tunnel && dport == ports.vxlan && !truncated {
+                if payload.len() < VXLAN_HEADER_LEN || payload[0] & 0x08 == 0 {
+                    return None; // the general path names the error
+                }
+                let ctx = MirrorContext {
+                    vni: Some(be32(payload, 4)? >> 8),
+                    mirror_source: Some(src),
+                    tunnel: Tunnel::Vxlan,
+                };
+                return ethernet(
+                    frame,
+                    l4_at + 8 + VXLAN_HEADER_LEN,
+                    cap_end,
+                    ctx,
+                    ports,
+                    false,
+                );
+            }
+            if dport == ports.vxlan
+                || dport == ports.geneve
+                || TUNNEL_HINT_PORTS.contains(&dport)
+                || TUNNEL_HINT_PORTS.contains(&sport)
+                || payload.first().is_some_and(|b| b >> 4 == 6)
+            {
+                // Maybe another tunnel (or Teredo, which any port may carry).
+                return None;
+            }
+            v.src_port = sport;
+            v.dst_port = dport;
+            v.ports_known = true;
+            v.payload = ((l4_at + 8) as u32, payload.len() as u32);
+        }
+        PROTO_ICMP | PROTO_ICMPV6 => {
+            // etherparse's ICMP slices need the 8-byte header.
+            if l4.len() < 8 || (protocol == PROTO_ICMP) != src.is_ipv4() {
+                return None;
+            }
+            v.icmp = Some((l4[0], l4[1]));
+        }
+        _ => return None,
+    }
+    Some((ctx, v))
+}
+
+/// IPv4 header: (src, dst, protocol, total length, header length); `None` for
+/// fragments and lengths the general path has rules for.
+#[inline]
+fn ipv4(ip: &[u8]) -> Option<(IpAddr, IpAddr, u8, usize, usize)> {
+    let b0 = *ip.first()?;
+    let header_len = usize::from(b0 & 0x0f) * 4;
+    if b0 >> 4 != 4 || header_len < 20 || ip.len() < header_len {
+        return None;
+    }
+    let total = usize::from(be16(ip, 2)?);
+    let frag = be16(ip, 6)?;
+    if total < header_len || frag & 0x3fff != 0 {
+        return None; // impossible length, or a fragment (more-fragments or an offset)
+    }
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    Some((src.into(), dst.into(), ip[9], total, header_len))
+}
+
+/// IPv6 header without extension headers: (src, dst, next header, 40 + payload
+/// length, 40).
+#[inline]
+fn ipv6(ip: &[u8]) -> Option<(IpAddr, IpAddr, u8, usize, usize)> {
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        return None;
+    }
+    let payload_len = usize::from(be16(ip, 4)?);
+    let next = ip[6];
+    if payload_len == 0 || !matches!(next, PROTO_TCP | PROTO_UDP | PROTO_ICMPV6) {
+        return None;
+    }
+    let src: [u8; 16] = ip[8..24].try_into().ok()?;
+    let dst: [u8; 16] = ip[24..40].try_into().ok()?;
+    Some((
+        Ipv6Addr::from(src).into(),
+        Ipv6Addr::from(dst).into(),
+        next,
+        40 + payload_len,
+        40,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::decap::{decapsulate, decapsulate_datagram};
+    use crate::gen::{write_capture, GenOptions};
+    use crate::ingest::CaptureFile;
+
+    /// The general path's answer for a frame.
+    fn general(frame: &[u8], link: LinkType) -> Option<(MirrorContext, PacketView)> {
+        let d = decapsulate(frame, link, TunnelPorts::default()).ok()?;
+        let v = crate::parse::view(frame, &d).ok()?;
+        Some((d.ctx, v))
+    }
+
+    /// Every frame the fast path takes must give exactly the general path's result;
+    /// returns (frames, taken by the fast path).
+    fn check_frame(frame: &[u8], link: LinkType, origin: &str) -> bool {
+        let Some(fast) = decode_frame(frame, link, TunnelPorts::default()) else {
+            return false;
+        };
+        assert_eq!(
+            Some(fast),
+            general(frame, link),
+            "{origin}: fast path disagrees with the general path on {frame:02x?}"
+        );
+        true
+    }
+
+    fn check_capture(path: &Path) -> (usize, usize) {
+        let Ok(cap) = CaptureFile::open(path) else {
+            return (0, 0);
+        };
+        let Ok(frames) = cap.frames() else {
+            return (0, 0);
+        };
+        let (mut n, mut fast) = (0, 0);
+        for f in frames.map_while(Result::ok) {
+            n += 1;
+            fast += usize::from(check_frame(f.data, f.link, &path.display().to_string()));
+        }
+        (n, fast)
+    }
+
+    fn pcaps_under(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                pcaps_under(&p, out);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap")
+            {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Generated captures (plain, VXLAN, mirror-truncated, IPv6): nearly every frame
+    /// takes the fast path, and each agrees with the general path.
+    #[test]
+    fn fast_path_equals_general_path_on_generated_captures() {
+        let dir = std::env::temp_dir().join(format!("mf-fast-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, vxlan, truncate, v6) in [
+            ("plain", None, None, 0.2),
+            ("vxlan", Some(77), None, 0.2),
+            ("trunc", Some(77), Some(128), 0.2),
+            ("v6", Some(77), None, 1.0),
+        ] {
+            let path = dir.join(format!("{name}.pcap"));
+            let opts = GenOptions {
+                flows: 300,
+                seed: 5,
+                vxlan,
+                truncate,
+                ipv6_share: v6,
+            };
+            write_capture(&path, &opts).unwrap();
+            let (n, fast) = check_capture(&path);
+            println!("{name}: {fast} of {n} frames on the fast path");
+            assert!(n > 1000);
+            if truncate.is_none() {
+                // What is left over: fragments and ICMP errors the general path owns.
+                assert!(fast * 100 >= n * 95, "{name}: only {fast} of {n} fast");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Real captures of every kind (tunnels, fragments, IPv6 extensions, damage): the
+    /// fast path either declines or agrees.
+    #[test]
+    fn fast_path_equals_general_path_on_corpus() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+        if !corpus.exists() {
+            println!(
+                "SKIP: {} not found (../shared beside the repo)",
+                corpus.display()
+            );
+            return;
+        }
+        let mut files = Vec::new();
+        pcaps_under(&corpus, &mut files);
+        files.sort();
+        let (mut n, mut fast) = (0, 0);
+        for f in &files {
+            let (a, b) = check_capture(f);
+            n += a;
+            fast += b;
+        }
+        println!(
+            "corpus: {} files, {fast} of {n} frames on the fast path",
+            files.len()
+        );
+        assert!(files.len() > 100 && fast > 0);
+    }
+
+    /// Mutated VXLAN frames (bit flips, overwrites, cuts): never a panic, never a
+    /// disagreement.
+    #[test]
+    fn fast_path_equals_general_path_on_mutations() {
+        let base = crate::decap::tests_support::aws_frame();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut taken = 0;
+        for _ in 0..100_000 {
+            let mut f = base.clone();
+            for _ in 0..(next() % 3 + 1) {
+                let i = (next() % f.len() as u64) as usize;
+                if next() % 2 == 0 {
+                    f[i] ^= 1 << (next() % 8);
+                } else {
+                    f[i] = next() as u8;
+                }
+            }
+            let cut = (next() % (f.len() as u64 + 1)) as usize;
+            let f = &f[..cut.max(f.len() * 3 / 4)];
+            taken += usize::from(check_frame(f, LinkType::Ethernet, "mutation"));
+            // The datagram entry (serve) agrees with its general path too.
+            if let Some(udp) = f.get(42..) {
+                let src = IpAddr::from([172, 31, 0, 238]);
+                let fast = decode_datagram(udp, 4789, src, TunnelPorts::default());
+                if fast.is_some() {
+                    let d = decapsulate_datagram(udp, 4789, src, TunnelPorts::default())
+                        .ok()
+                        .and_then(|d| crate::parse::view(udp, &d).ok().map(|v| (d.ctx, v)));
+                    assert_eq!(fast, d, "datagram {udp:02x?}");
+                }
+            }
+        }
+        println!("mutations: {taken} of 100000 on the fast path");
+        assert!(taken > 1000);
+    }
+}

@@ -1,0 +1,461 @@
+//! `bench`: end-to-end speed of the replay pipeline on one capture, next to the cheapest
+//! loop over the same bytes, all measured in the same run.
+//!
+//! Baselines first: `walk` visits every frame of the mapped capture and touches its
+//! first two cache lines (where every header we read sits), `decode` adds our decap +
+//! parse on one thread. Then the whole pipeline (ingest thread, N workers, writer
+//! encoding AWS text records to /dev/null) runs per worker count, flows only and with
+//! every dissector. Each figure is the median of `runs` runs; ratios are against the
+//! walk of the same run, so a busy or slower machine shifts both. Memory is the peak
+//! of anonymous resident memory (the mapped capture is file-backed and left out) above
+//! what the process held before the run, sampled every 2 ms; bytes per flow divide it
+//! by the peak number of flows held. With no capture given, the same traffic is
+//! generated plain and VXLAN-wrapped, so the cost of decapsulation shows too.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::decap::TunnelPorts;
+use crate::gen::{write_capture, GenOptions};
+use crate::ingest::CaptureFile;
+use crate::parse;
+
+pub struct BenchOptions {
+    pub capture: Option<PathBuf>,
+    pub workers: Vec<usize>,
+    /// Flows to generate when no capture is given.
+    pub flows: usize,
+    pub runs: usize,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// One pipeline measurement.
+#[derive(Clone, Debug)]
+pub struct PipelineRun {
+    pub inspect: bool,
+    pub workers: usize,
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub cpu_ingest: Duration,
+    pub cpu_workers: Duration,
+    pub cpu_writer: Duration,
+    pub peak_anon_bytes: u64,
+    pub peak_flows: u64,
+    pub flows: u64,
+    pub records: u64,
+    /// Batch processing time quantiles in ns: p50, p99, p99.9, max.
+    pub batch_ns: [u64; 4],
+}
+
+/// Everything measured on one capture.
+#[derive(Clone, Debug)]
+pub struct CaptureBench {
+    pub label: String,
+    pub path: PathBuf,
+    pub packets: u64,
+    pub captured_bytes: u64,
+    pub walk_ns: f64,
+    pub decode_ns: f64,
+    pub runs: Vec<PipelineRun>,
+}
+
+pub fn run(opts: &BenchOptions) -> Result<Vec<CaptureBench>, String> {
+    let mut scratch = None;
+    let captures: Vec<(String, PathBuf)> = match &opts.capture {
+        Some(p) => vec![(p.display().to_string(), p.clone())],
+        None => {
+            let dir = std::env::temp_dir().join(format!("mirrorflow-bench-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            let mut v = Vec::new();
+            for (label, vxlan) in [("gen plain", None), ("gen VXLAN", Some(5_569_041))] {
+                let path = dir.join(if vxlan.is_some() {
+                    "bench-vxlan.pcap"
+                } else {
+                    "bench-plain.pcap"
+                });
+                let g = GenOptions {
+                    flows: opts.flows,
+                    seed: 1,
+                    vxlan,
+                    truncate: None,
+                    ipv6_share: 0.2,
+                };
+                write_capture(&path, &g).map_err(|e| format!("{}: {e}", path.display()))?;
+                v.push((label.to_string(), path));
+            }
+            scratch = Some(dir);
+            v
+        }
+    };
+    let mut out = Vec::new();
+    let result = (|| {
+        for (label, path) in &captures {
+            out.push(bench_capture(label, path, opts)?);
+            if opts.stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        Ok::<(), String>(())
+    })();
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result.map(|_| out)
+}
+
+fn bench_capture(label: &str, path: &Path, opts: &BenchOptions) -> Result<CaptureBench, String> {
+    let cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
+    // Warm the page cache and count; every later loop then sees the same memory state.
+    let (packets, captured_bytes) = walk(&cap)?;
+    if packets == 0 {
+        return Err(format!("{}: no packets", path.display()));
+    }
+    let runs = opts.runs.max(1);
+    drop(cap);
+    // Each loop maps the file afresh, as a replay does, so page-mapping costs are in
+    // the baseline too.
+    let walk_ns = median((0..runs.max(3)).map(|_| {
+        let t = Instant::now();
+        if let Ok(cap) = CaptureFile::open(path) {
+            let _ = walk(&cap);
+        }
+        t.elapsed().as_nanos() as f64 / packets as f64
+    }));
+    let decode_ns = median((0..runs.max(3)).map(|_| {
+        let t = Instant::now();
+        if let Ok(cap) = CaptureFile::open(path) {
+            decode_all(&cap);
+        }
+        t.elapsed().as_nanos() as f64 / packets as f64
+    }));
+    let mut bench = CaptureBench {
+        label: label.to_string(),
+        path: path.to_path_buf(),
+        packets,
+        captured_bytes,
+        walk_ns,
+        decode_ns,
+        runs: Vec::new(),
+    };
+    for &workers in &opts.workers {
+        for inspect in [false, true] {
+            let mut samples = Vec::new();
+            for _ in 0..runs {
+                if opts.stop.load(Ordering::Relaxed) {
+                    return Ok(bench);
+                }
+                samples.push(pipeline(path, workers, inspect, &opts.stop)?);
+            }
+            samples.sort_by_key(|r| r.wall);
+            bench.runs.push(samples[samples.len() / 2].clone());
+        }
+    }
+    Ok(bench)
+}
+
+/// The baseline: every frame visited, its first two cache lines read.
+fn walk(cap: &CaptureFile) -> Result<(u64, u64), String> {
+    let mut packets = 0u64;
+    let mut bytes = 0u64;
+    let mut x = 0u64;
+    for frame in cap.frames().map_err(|e| e.to_string())? {
+        let frame = frame.map_err(|e| e.to_string())?;
+        let d = frame.data;
+        for at in [0usize, 64] {
+            if let Some(b) = d.get(at..at + 8) {
+                x ^= u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+            }
+        }
+        packets += 1;
+        bytes += d.len() as u64;
+    }
+    std::hint::black_box(x);
+    Ok((packets, bytes))
+}
+
+/// Walk + decap + parse on this thread.
+fn decode_all(cap: &CaptureFile) {
+    let Ok(frames) = cap.frames() else { return };
+    let ports = TunnelPorts::default();
+    for frame in frames.flatten() {
+        std::hint::black_box(parse::decode(frame.data, frame.link, ports).ok());
+    }
+}
+
+/// One pipeline run in a fresh process (`replay --bench-report`), so memory and CPU
+/// figures belong to that run alone.
+fn pipeline(
+    path: &Path,
+    workers: usize,
+    inspect: bool,
+    stop: &Arc<AtomicBool>,
+) -> Result<PipelineRun, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let report = std::env::temp_dir().join(format!(
+        "mirrorflow-bench-{}-{}.json",
+        std::process::id(),
+        RUN_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("replay")
+        .arg(path)
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--out",
+            "/dev/null",
+            "-q",
+        ])
+        .arg("--bench-report")
+        .arg(&report);
+    if !inspect {
+        cmd.arg("--no-inspect");
+    }
+    let t = Instant::now();
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run replay: {e}"))?;
+    let wall = t.elapsed();
+    if stop.load(Ordering::Relaxed) {
+        let _ = std::fs::remove_file(&report);
+        return Err("interrupted".into());
+    }
+    if !status.success() {
+        return Err(format!("replay of {} failed: {status}", path.display()));
+    }
+    let text =
+        std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+    let _ = std::fs::remove_file(&report);
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", report.display()))?;
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let ns = |k: &str| Duration::from_nanos(n(k));
+    Ok(PipelineRun {
+        inspect,
+        workers,
+        // The replay's own clock (from opening the capture to the last record
+        // written); process start-up is not the pipeline's.
+        wall: if n("wall_ns") > 0 {
+            ns("wall_ns")
+        } else {
+            wall
+        },
+        cpu: ns("cpu_ns"),
+        cpu_ingest: ns("ingest_cpu_ns"),
+        cpu_workers: ns("workers_cpu_ns"),
+        cpu_writer: ns("writer_cpu_ns"),
+        peak_anon_bytes: n("peak_anon_bytes"),
+        peak_flows: n("peak_flows"),
+        flows: n("flows"),
+        records: n("records"),
+        batch_ns: [
+            n("batch_ns_p50"),
+            n("batch_ns_p99"),
+            n("batch_ns_p999"),
+            n("batch_ns_max"),
+        ],
+    })
+}
+
+static RUN_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// What `replay --bench-report` writes: the run's own measurements.
+pub fn report_json(outcome: &crate::runtime::ReplayOutcome, sampler: AnonSampler) -> String {
+    let peak_anon = sampler.finish();
+    let s = &outcome.summary;
+    let h = &outcome.batch_ns;
+    serde_json::json!({
+        "wall_ns": s.elapsed.as_nanos() as u64,
+        "cpu_ns": cpu_time().as_nanos() as u64,
+        "ingest_cpu_ns": outcome.cpu.ingest.as_nanos() as u64,
+        "workers_cpu_ns": outcome.cpu.workers.as_nanos() as u64,
+        "writer_cpu_ns": outcome.cpu.writer.as_nanos() as u64,
+        "peak_anon_bytes": peak_anon,
+        "peak_flows": s.flows.peak_flows,
+        "flows": s.flows.flows_created,
+        "records": s.records_written,
+        "packets": s.ingest.packets,
+        "batch_ns_p50": h.value_at_quantile(0.5),
+        "batch_ns_p99": h.value_at_quantile(0.99),
+        "batch_ns_p999": h.value_at_quantile(0.999),
+        "batch_ns_max": h.max(),
+    })
+    .to_string()
+}
+
+fn median(it: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = it.collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// User + system CPU time of the whole process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct we pass and reads nothing else.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Anonymous resident bytes (resident minus file-backed and shared), from /proc/self/statm.
+fn anon_bytes() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let f: Vec<u64> = s
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let page = 4096;
+    match (f.get(1), f.get(2)) {
+        (Some(res), Some(shared)) => res.saturating_sub(*shared) * page,
+        _ => 0,
+    }
+}
+
+/// Samples anonymous memory while a run goes; reports the peak above the start.
+pub struct AnonSampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    base: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AnonSampler {
+    pub fn start() -> AnonSampler {
+        let base = anon_bytes();
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(base));
+        let thread = std::thread::Builder::new()
+            .name("mf-bench-mem".into())
+            .spawn({
+                let (stop, peak) = (stop.clone(), peak.clone());
+                move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        peak.fetch_max(anon_bytes(), Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            })
+            .ok();
+        AnonSampler {
+            stop,
+            peak,
+            base,
+            thread,
+        }
+    }
+
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.peak.fetch_max(anon_bytes(), Ordering::Relaxed);
+        self.peak.load(Ordering::Relaxed).saturating_sub(self.base)
+    }
+}
+
+/// The report: one table per capture, then the VXLAN overhead when both twins ran.
+pub fn render(results: &[CaptureBench]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    for b in results {
+        let avg = b.captured_bytes as f64 / b.packets as f64;
+        let _ = writeln!(
+            s,
+            "# {}: {} packets, {:.1} MB captured, {:.0} B/packet average",
+            b.label,
+            b.packets,
+            b.captured_bytes as f64 / 1e6,
+            avg
+        );
+        let _ = writeln!(
+            s,
+            "baseline walk (touch headers): {:7.1} ns/packet = {:6.2} Mpps on one core",
+            b.walk_ns,
+            1e3 / b.walk_ns
+        );
+        let _ = writeln!(
+            s,
+            "decap + parse (one thread):    {:7.1} ns/packet = {:6.2} Mpps ({:.1}x walk)",
+            b.decode_ns,
+            1e3 / b.decode_ns,
+            b.decode_ns / b.walk_ns
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:>7} {:>7} {:>7} {:>8} {:>7} {:>10} {:>18} {:>9} {:>7} {:>8} {:>23}",
+            "pipeline",
+            "workers",
+            "Mpps",
+            "Gbit/s",
+            "ns/pkt",
+            "x walk",
+            "cpu ns/pkt",
+            "ingest/work/write",
+            "mem MiB",
+            "B/flow",
+            "flows",
+            "batch us p50/p99/p99.9"
+        );
+        for r in &b.runs {
+            let secs = r.wall.as_secs_f64().max(1e-9);
+            let ns = r.wall.as_nanos() as f64 / b.packets as f64;
+            let us = |n: u64| n as f64 / 1e3;
+            let per = |d: Duration| d.as_nanos() as f64 / b.packets as f64;
+            let _ = writeln!(
+                s,
+                "{:<10} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>7.1} {:>10.1} {:>18} {:>9.1} {:>7.0} {:>8} {:>23}",
+                if r.inspect { "full" } else { "flows" },
+                r.workers,
+                b.packets as f64 / secs / 1e6,
+                b.captured_bytes as f64 * 8.0 / secs / 1e9,
+                ns,
+                ns / b.walk_ns,
+                per(r.cpu),
+                format!(
+                    "{:.0}/{:.0}/{:.0}",
+                    per(r.cpu_ingest),
+                    per(r.cpu_workers),
+                    per(r.cpu_writer)
+                ),
+                r.peak_anon_bytes as f64 / (1 << 20) as f64,
+                r.peak_anon_bytes as f64 / r.peak_flows.max(1) as f64,
+                r.flows,
+                format!(
+                    "{:.1}/{:.1}/{:.1}",
+                    us(r.batch_ns[0]),
+                    us(r.batch_ns[1]),
+                    us(r.batch_ns[2])
+                ),
+            );
+        }
+        let _ = writeln!(s);
+    }
+    if let (Some(plain), Some(vxlan)) = (
+        results.iter().find(|b| b.label == "gen plain"),
+        results.iter().find(|b| b.label == "gen VXLAN"),
+    ) {
+        for (p, v) in plain.runs.iter().zip(&vxlan.runs) {
+            let _ = writeln!(
+                s,
+                "VXLAN vs plain, {} workers {}: {:+.1}% time per packet",
+                p.workers,
+                if p.inspect { "full" } else { "flows" },
+                (v.wall.as_secs_f64() / p.wall.as_secs_f64() - 1.0) * 100.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            "VXLAN vs plain, decap + parse: {:+.1}% time per packet",
+            (vxlan.decode_ns / plain.decode_ns - 1.0) * 100.0
+        );
+    }
+    s
+}
