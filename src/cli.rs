@@ -159,6 +159,10 @@ enum Command {
         /// Runs per figure (the median is reported)
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Measure `serve` on loopback instead (against a bare recvmmsg loop, with
+        /// `send` on the other core); the capture is sent this many times
+        #[arg(long, value_name = "LOOPS")]
+        serve: Option<u64>,
     },
     /// Generate deterministic AWS-mirror-like traffic and its ground truth (FILE.truth.jsonl)
     Gen {
@@ -362,7 +366,11 @@ pub fn run() -> i32 {
             workers,
             flows,
             runs,
+            serve,
         } => {
+            if let Some(loops) = serve {
+                return bench_serve(capture, loops.max(1));
+            }
             if let Some(w) = workers.iter().find(|w| **w == 0 || **w > 1024) {
                 eprintln!("mirrorflow: option '--workers' = {w}: must be between 1 and 1024");
                 return EXIT_USAGE;
@@ -613,6 +621,43 @@ pub fn run() -> i32 {
                     EXIT_FAILED
                 }
             }
+        }
+    }
+}
+
+/// `bench --serve LOOPS [CAPTURE]`: generates a VXLAN capture when none is given.
+fn bench_serve(capture: Option<PathBuf>, loops: u64) -> i32 {
+    let dir = std::env::temp_dir().join(format!("mirrorflow-bench-{}", std::process::id()));
+    let path = match capture {
+        Some(p) => p,
+        None => {
+            let p = dir.join("serve.pcap");
+            let opts = mirrorflow::gen::GenOptions {
+                flows: 2000,
+                seed: 1,
+                vxlan: Some(5_569_041),
+                truncate: None,
+                ipv6_share: 0.2,
+            };
+            if let Err(e) = std::fs::create_dir_all(&dir)
+                .and_then(|_| mirrorflow::gen::write_capture(&p, &opts).map(|_| ()))
+            {
+                eprintln!("mirrorflow: bench: {}: {e}", p.display());
+                return EXIT_FAILED;
+            }
+            p
+        }
+    };
+    let result = mirrorflow::runtime::bench::serve_bench(&path, loops);
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(r) => {
+            print!("{}", mirrorflow::runtime::bench::render_serve(&r));
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("mirrorflow: bench --serve: {e}");
+            EXIT_FAILED
         }
     }
 }

@@ -11,7 +11,9 @@
 //! crossing were already written. Thresholds are named constants, configurable as
 //! `[detect]`.
 
-use std::collections::{HashMap, HashSet};
+/// Keys come from traffic (possibly spoofed): per-process random hash keys.
+type Map<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+type Set<K> = std::collections::HashSet<K, ahash::RandomState>;
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -51,9 +53,9 @@ impl Default for DetectConfig {
 
 #[derive(Default)]
 struct Window {
-    scan_targets: HashMap<IpAddr, HashSet<(IpAddr, u16)>>,
-    flood_sources: HashMap<(IpAddr, u16), HashSet<IpAddr>>,
-    outbound: HashMap<(IpAddr, IpAddr), u64>,
+    scan_targets: Map<IpAddr, Set<(IpAddr, u16)>>,
+    flood_sources: Map<(IpAddr, u16), Set<IpAddr>>,
+    outbound: Map<(IpAddr, IpAddr), u64>,
 }
 
 pub struct Detector {
@@ -116,11 +118,22 @@ impl Detector {
             // Only the originator's record of a failed attempt counts (its srcport is
             // the scanner's, its dstport the probed one).
             if r.protocol == 6 && failed && r.tcp_flags & 0x02 != 0 && r.tcp_flags & 0x10 == 0 {
-                let targets = w.scan_targets.entry(r.srcaddr).or_default();
-                if targets.len() < MAX_TRACKED {
-                    targets.insert((r.dstaddr, r.dstport));
-                }
-                let n = targets.len();
+                // Keys are bounded like the sets: a flood from spoofed sources would
+                // otherwise make one set per source.
+                let targets = if w.scan_targets.len() < MAX_TRACKED {
+                    Some(w.scan_targets.entry(r.srcaddr).or_default())
+                } else {
+                    w.scan_targets.get_mut(&r.srcaddr)
+                };
+                let n = match targets {
+                    Some(t) => {
+                        if t.len() < MAX_TRACKED {
+                            t.insert((r.dstaddr, r.dstport));
+                        }
+                        t.len()
+                    }
+                    None => 0,
+                };
                 if n >= cfg.port_scan_targets {
                     r.detections.push(Finding {
                         code: "port-scan",
@@ -131,11 +144,21 @@ impl Detector {
                     });
                 }
                 if r.conn_state == "S0" {
-                    let sources = w.flood_sources.entry((r.dstaddr, r.dstport)).or_default();
-                    if sources.len() < MAX_TRACKED {
-                        sources.insert(r.srcaddr);
-                    }
-                    let n = sources.len();
+                    let key = (r.dstaddr, r.dstport);
+                    let sources = if w.flood_sources.len() < MAX_TRACKED {
+                        Some(w.flood_sources.entry(key).or_default())
+                    } else {
+                        w.flood_sources.get_mut(&key)
+                    };
+                    let n = match sources {
+                        Some(s) => {
+                            if s.len() < MAX_TRACKED {
+                                s.insert(r.srcaddr);
+                            }
+                            s.len()
+                        }
+                        None => 0,
+                    };
                     if n >= cfg.syn_flood_sources {
                         r.detections.push(Finding {
                             code: "syn-flood",

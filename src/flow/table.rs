@@ -11,15 +11,16 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use indexmap::IndexMap;
 
 use super::conn_state::ConnTracker;
 use super::FlowPacket;
 use crate::config::{InspectConfig, SessionMap, Timeouts};
-use crate::dissect::community_id::community_id;
 use crate::dissect::{AppFacts, Inspector};
 use crate::parse::{FlowKey, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
-use crate::record::{aws_tcp_flags, FlowDirection, FlowRecord, InterfaceInfo, LogStatus};
+use crate::record::{
+    aws_tcp_flags, CommunityInput, FlowDirection, FlowRecord, InterfaceInfo, LogStatus,
+};
 
 const NS: u64 = 1_000_000_000;
 
@@ -35,10 +36,12 @@ pub const SWEEP_INTERVAL_NS: u64 = 10 * NS;
 struct SideCounters {
     packets: u64,
     bytes: u64,
-    tcp_flags: u8,
     first_ns: u64,
     last_ns: u64,
-    truncated: u64,
+    /// Saturating: 2^32 truncated packets of one direction in one window is beyond any
+    /// mirror session, and 4 bytes less per side keeps a flow small.
+    truncated: u32,
+    tcp_flags: u8,
     direction: Option<FlowDirection>,
 }
 
@@ -84,7 +87,12 @@ pub struct FlowTableStats {
 }
 
 pub struct FlowTable {
-    flows: FxHashMap<FlowKey, Flow>,
+    /// Entries live in one dense vector with a small index table beside it (IndexMap):
+    /// about 240 bytes per flow at a million flows, where a plain hash map of the same
+    /// entries would pay for its empty buckets too.
+    /// Hashed with per-process random keys (aHash): the five-tuples are chosen by
+    /// whoever sends traffic, so a fixed hash would let them aim for collisions.
+    flows: IndexMap<FlowKey, Flow, ahash::RandomState>,
     interval_s: u64,
     timeouts: [u64; 5],
     sessions: Arc<SessionMap>,
@@ -127,7 +135,7 @@ impl FlowTable {
         inspect: InspectConfig,
     ) -> FlowTable {
         FlowTable {
-            flows: FxHashMap::default(),
+            flows: IndexMap::default(),
             interval_s: interval_s.max(1),
             timeouts: [
                 timeouts.tcp * NS,
@@ -163,7 +171,7 @@ impl FlowTable {
         idle.truncate(n);
         idle.sort_unstable_by_key(|e| (e.0, e.1));
         for (_, _, key) in idle {
-            if let Some(mut f) = self.flows.remove(&key) {
+            if let Some(mut f) = self.flows.swap_remove(&key) {
                 finish_inspection(&mut f, &mut self.stats);
                 emit(&key, &mut f, out, &mut self.stats);
                 self.stats.evicted += 1;
@@ -259,7 +267,7 @@ impl FlowTable {
         s.tcp_flags |= aws_tcp_flags(p.tcp_flags);
         s.first_ns = s.first_ns.min(p.ts_ns);
         s.last_ns = s.last_ns.max(p.ts_ns);
-        s.truncated += u64::from(p.truncated);
+        s.truncated = s.truncated.saturating_add(u32::from(p.truncated));
         if s.direction.is_none() {
             s.direction = p.direction;
         }
@@ -306,7 +314,7 @@ impl FlowTable {
         due.sort_unstable_by_key(|d| d.0);
         for (_, key, idle) in due {
             if idle {
-                if let Some(mut f) = self.flows.remove(&key) {
+                if let Some(mut f) = self.flows.swap_remove(&key) {
                     finish_inspection(&mut f, &mut self.stats);
                     emit(&key, &mut f, out, &mut self.stats);
                     self.stats.idle_expired += 1;
@@ -320,12 +328,38 @@ impl FlowTable {
 
     /// End of input: every flow's records, in arrival order.
     pub fn flush(&mut self, out: &mut Vec<FlowRecord>) {
-        let mut all: Vec<(FlowKey, Flow)> = self.flows.drain().collect();
-        all.sort_unstable_by_key(|(_, f)| f.first_seq);
-        for (key, mut f) in all {
-            finish_inspection(&mut f, &mut self.stats);
-            emit(&key, &mut f, out, &mut self.stats);
+        self.flush_with(usize::MAX, |chunk| out.append(chunk));
+    }
+
+    /// End of input in chunks: `deliver` gets the records of every `chunk` flows, in
+    /// arrival order, so a table of a million flows never has all its records (or a
+    /// second copy of itself) in memory at once.
+    pub fn flush_with(&mut self, chunk: usize, mut deliver: impl FnMut(&mut Vec<FlowRecord>)) {
+        let mut order: Vec<(u64, usize)> = self
+            .flows
+            .values()
+            .enumerate()
+            .map(|(i, f)| (f.first_seq, i))
+            .collect();
+        order.sort_unstable();
+        let mut out = Vec::new();
+        for (n, (_, i)) in order.into_iter().enumerate() {
+            if let Some((key, f)) = self.flows.get_index_mut(i) {
+                let key = *key;
+                finish_inspection(f, &mut self.stats);
+                emit(&key, f, &mut out, &mut self.stats);
+                // Inspection state is freed as we go; the entry itself goes with the table.
+                f.inspect = None;
+            }
+            if (n + 1) % chunk.max(1) == 0 && !out.is_empty() {
+                deliver(&mut out);
+                out.clear();
+            }
         }
+        if !out.is_empty() {
+            deliver(&mut out);
+        }
+        self.flows = IndexMap::default();
     }
 }
 
@@ -371,12 +405,6 @@ fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut Flow
     let conn_state = f.conn.state(key.protocol);
     let orig = f.conn.originator();
     let app = current_facts(f);
-    let ((oa, op), (ra, rp)) = key.endpoints(orig);
-    let cid = match (key.protocol, f.icmp) {
-        (1 | 58, Some((t, c))) => community_id(0, oa, ra, key.protocol, u16::from(t), u16::from(c)),
-        _ => community_id(0, oa, ra, key.protocol, op, rp),
-    };
-    let cid: Arc<str> = Arc::from(cid);
     for side in [orig, orig.other()] {
         let c = f.sides[side.index()];
         if c.packets == 0 {
@@ -400,9 +428,12 @@ fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut Flow
             tcp_flags: c.tcp_flags,
             flow_direction: c.direction,
             conn_state,
-            truncated_packets: c.truncated,
+            truncated_packets: u64::from(c.truncated),
             app: app.clone(),
-            community_id: Some(cid.clone()),
+            community: Some(CommunityInput {
+                originator_is_src: side == orig,
+                icmp: f.icmp,
+            }),
             detections: Vec::new(),
         });
         stats.records += 1;
@@ -515,5 +546,22 @@ mod tests {
         assert_eq!(out_a, out_b);
         assert_eq!(out_a.len(), 2);
         assert_eq!(a.stats().idle_expired, 1);
+    }
+}
+#[cfg(test)]
+mod memory {
+    /// The per-flow memory budget (256 bytes per idle flow at a million flows) rests on
+    /// the entry size: IndexMap keeps hash + key + flow in one vector, plus about 19
+    /// bytes of index per flow at a million. An entry that grows past this breaks it.
+    #[test]
+    fn flow_entry_fits_the_per_flow_budget() {
+        let entry =
+            8 + std::mem::size_of::<crate::parse::FlowKey>() + std::mem::size_of::<super::Flow>();
+        println!(
+            "flow entry {entry} bytes (key {}, flow {})",
+            std::mem::size_of::<crate::parse::FlowKey>(),
+            std::mem::size_of::<super::Flow>()
+        );
+        assert!(entry <= 232, "flow entry grew to {entry} bytes");
     }
 }

@@ -202,7 +202,7 @@ impl RecordFormat {
             Field::MirrorSource => return r.mirror_source.map(Value::Ip),
             Field::ConnState => Value::Str(r.conn_state),
             Field::TruncatedPackets => Value::Num(r.truncated_packets),
-            Field::CommunityId => return r.community_id.as_deref().map(Value::Str),
+            Field::CommunityId => return r.community_id().map(Value::Text),
             Field::Findings => {
                 let app = r
                     .app
@@ -261,10 +261,12 @@ fn app_value(a: &AppFacts, field: Field) -> Option<Value<'_>> {
 }
 
 /// A field value, borrowed from the record.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Value<'a> {
     Num(u64),
     Str(&'a str),
+    /// A string computed for this output (Community ID).
+    Text(String),
     Ip(std::net::IpAddr),
     /// Several strings: comma-separated in text, an array in JSON.
     List(&'a [String]),
@@ -285,6 +287,7 @@ impl Value<'_> {
                 out.extend(s.chars().map(|c| if c.is_whitespace() { '_' } else { c }))
             }
             Value::Str(s) => out.push_str(s),
+            Value::Text(s) => Value::Str(s).write_text(out),
             Value::Ip(ip) => {
                 let _ = write!(out, "{ip}");
             }
@@ -312,6 +315,7 @@ impl Value<'_> {
             Value::Str(s) => {
                 out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()))
             }
+            Value::Text(s) => Value::Str(s).write_json(out),
             Value::Ip(ip) => {
                 let _ = write!(out, "\"{ip}\"");
             }
@@ -360,7 +364,7 @@ mod tests {
             conn_state: "SF",
             truncated_packets: 0,
             app: None,
-            community_id: None,
+            community: None,
             detections: Vec::new(),
         }
     }

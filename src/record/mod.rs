@@ -87,13 +87,45 @@ pub struct FlowRecord {
     pub truncated_packets: u64,
     /// Payload facts of the connection (both direction records share them).
     pub app: Option<Arc<crate::dissect::AppFacts>>,
-    /// Community ID v1 of the connection.
-    pub community_id: Option<Arc<str>>,
+    /// What Community ID v1 needs beyond the five-tuple; the ID itself (a SHA-1) is
+    /// computed only when an output asks for it.
+    pub community: Option<CommunityInput>,
     /// Findings of the record-stream detectors (scans, floods, transfers).
     pub detections: Vec<crate::dissect::Finding>,
 }
 
+/// The orientation and ICMP type/code Community ID is computed from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommunityInput {
+    /// This record's source is the connection's originator.
+    pub originator_is_src: bool,
+    /// ICMP/ICMPv6 type and code of the connection's first packet.
+    pub icmp: Option<(u8, u8)>,
+}
+
 impl FlowRecord {
+    /// Community ID v1 of the record's connection (the same for both directions).
+    pub fn community_id(&self) -> Option<String> {
+        let c = self.community?;
+        let (src, dst) = ((self.srcaddr, self.srcport), (self.dstaddr, self.dstport));
+        let ((oa, op), (ra, rp)) = if c.originator_is_src {
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        Some(match (self.protocol, c.icmp) {
+            (1 | 58, Some((t, code))) => crate::dissect::community_id::community_id(
+                0,
+                oa,
+                ra,
+                self.protocol,
+                u16::from(t),
+                u16::from(code),
+            ),
+            _ => crate::dissect::community_id::community_id(0, oa, ra, self.protocol, op, rp),
+        })
+    }
+
     /// A NODATA or SKIPDATA record for an interface and window.
     pub fn status_only(
         interface: Option<Arc<InterfaceInfo>>,
@@ -123,7 +155,7 @@ impl FlowRecord {
             conn_state: "-",
             truncated_packets: 0,
             app: None,
-            community_id: None,
+            community: None,
             detections: Vec::new(),
         }
     }

@@ -180,6 +180,7 @@ fn num(v: &Value<'_>) -> u64 {
 fn text(v: &Value<'_>) -> String {
     match v {
         Value::Str(s) => s.to_string(),
+        Value::Text(s) => s.clone(),
         Value::Ip(ip) => ip.to_string(),
         Value::Num(n) => n.to_string(),
         Value::List(items) => items.join(","),

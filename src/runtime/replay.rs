@@ -345,10 +345,12 @@ fn run_worker(
             ns: latest,
         });
     }
-    table.flush(&mut records);
     if !records.is_empty() {
-        let _ = out.send(ToWriter::Records(records));
+        let _ = out.send(ToWriter::Records(std::mem::take(&mut records)));
     }
+    table.flush_with(RECORD_BATCH, |chunk| {
+        let _ = out.send(ToWriter::Records(std::mem::take(chunk)));
+    });
     let _ = out.send(ToWriter::Watermark {
         worker: id,
         ns: u64::MAX,

@@ -80,3 +80,10 @@ pub fn summary_value(stderr: &str, label: &str) -> Option<u64> {
 pub fn summary(stderr: &str, label: &str) -> u64 {
     summary_value(stderr, label).unwrap_or_else(|| panic!("no '{label}' in summary: {stderr}"))
 }
+
+/// A bundled sample capture from `pcaps/`.
+pub fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pcaps")
+        .join(name)
+}
