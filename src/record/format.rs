@@ -275,12 +275,26 @@ pub enum Value<'a> {
     Findings(&'a [Finding], &'a [Finding]),
 }
 
+/// Decimal digits of `n`, without going through `fmt` (every record has a dozen numbers).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // The buffer holds only ASCII digits.
+    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or("0"));
+}
+
 impl Value<'_> {
     fn write_text(&self, out: &mut String) {
         match self {
-            Value::Num(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Value::Num(n) => push_u64(out, *n),
             // AWS text fields never contain spaces; an operator-supplied id with one
             // would shift every later column, so it is written with '_' instead.
             Value::Str(s) if s.contains(char::is_whitespace) => {
@@ -288,6 +302,14 @@ impl Value<'_> {
             }
             Value::Str(s) => out.push_str(s),
             Value::Text(s) => Value::Str(s).write_text(out),
+            Value::Ip(std::net::IpAddr::V4(v)) => {
+                for (i, o) in v.octets().iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    push_u64(out, u64::from(*o));
+                }
+            }
             Value::Ip(ip) => {
                 let _ = write!(out, "{ip}");
             }
@@ -309,9 +331,7 @@ impl Value<'_> {
 
     fn write_json(&self, out: &mut String) {
         match self {
-            Value::Num(n) => {
-                let _ = write!(out, "{n}");
-            }
+            Value::Num(n) => push_u64(out, *n),
             Value::Str(s) => {
                 out.push_str(&serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into()))
             }

@@ -375,7 +375,7 @@ fn write_records(
     let mut write = |batch: &mut Vec<FlowRecord>,
                      w: &mut RecordWriter,
                      failure: &mut Option<std::io::Error>| {
-        batch.sort_by(record_order);
+        batch.sort_by_cached_key(order_key);
         detector.observe(batch);
         if failure.is_none() {
             if let Err(e) = w.write_all(batch) {
@@ -431,21 +431,41 @@ fn write_records(
 }
 
 /// A total order on records of one window (start first), for stable output.
-fn record_order(a: &FlowRecord, b: &FlowRecord) -> std::cmp::Ordering {
-    let key = |r: &FlowRecord| {
-        (
-            r.start,
-            r.vni,
-            r.mirror_source,
-            r.srcaddr,
-            r.srcport,
-            r.dstaddr,
-            r.dstport,
-            r.protocol,
-            r.end,
-            r.packets,
-            r.bytes,
-        )
-    };
-    key(a).cmp(&key(b))
+type OrderKey = (
+    u64,
+    u64,
+    (u8, u128),
+    (u8, u128),
+    u16,
+    (u8, u128),
+    u16,
+    u8,
+    u64,
+    u64,
+    u64,
+);
+
+/// The sort key as integers (the same order as comparing the fields themselves: `None`
+/// first, IPv4 before IPv6, addresses by octets), so a window of a million records
+/// sorts by cheap integer compares and moves each record once.
+fn order_key(r: &FlowRecord) -> OrderKey {
+    fn ip(a: std::net::IpAddr) -> (u8, u128) {
+        match a {
+            std::net::IpAddr::V4(v) => (1, u128::from(u32::from(v))),
+            std::net::IpAddr::V6(v) => (2, u128::from(v)),
+        }
+    }
+    (
+        r.start,
+        r.vni.map_or(0, |v| u64::from(v) + 1),
+        r.mirror_source.map_or((0, 0), ip),
+        ip(r.srcaddr),
+        r.srcport,
+        ip(r.dstaddr),
+        r.dstport,
+        r.protocol,
+        r.end,
+        r.packets,
+        r.bytes,
+    )
 }
