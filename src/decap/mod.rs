@@ -389,6 +389,41 @@ pub mod tests_support {
     pub fn aws_frame() -> Vec<u8> {
         super::tests::AWS_MIRROR_FRAME1.to_vec()
     }
+
+    /// `n` deterministic mutations of `base` (xorshift from `seed`): 1 to `max_edits`
+    /// bit flips or byte overwrites, then a cut that keeps at least `keep.0 / keep.1`
+    /// of the frame.
+    pub fn mutations(
+        base: &[u8],
+        n: usize,
+        seed: u64,
+        max_edits: u64,
+        keep: (usize, usize),
+    ) -> Vec<Vec<u8>> {
+        let mut state = seed;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        (0..n)
+            .map(|_| {
+                let mut f = base.to_vec();
+                for _ in 0..(next() % max_edits + 1) {
+                    let i = (next() % f.len() as u64) as usize;
+                    if next() % 2 == 0 {
+                        f[i] ^= 1 << (next() % 8);
+                    } else {
+                        f[i] = next() as u8;
+                    }
+                }
+                let cut = (next() % (f.len() as u64 + 1)) as usize;
+                f.truncate(cut.max(f.len() * keep.0 / keep.1));
+                f
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -505,26 +540,11 @@ mod tests {
     /// of the AWS frame, through decap and parse, must never panic.
     #[test]
     fn mutated_frames_never_panic() {
-        let mut state = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let mut decoded = 0;
-        for _ in 0..50_000 {
-            let mut f = AWS_MIRROR_FRAME1.to_vec();
-            for _ in 0..(next() % 4 + 1) {
-                let i = (next() % f.len() as u64) as usize;
-                if next() % 2 == 0 {
-                    f[i] ^= 1 << (next() % 8);
-                } else {
-                    f[i] = next() as u8;
-                }
-            }
-            let cut = (next() % (f.len() as u64 + 1)) as usize;
-            let f = &f[..cut.max(f.len() / 2)];
+        for f in
+            tests_support::mutations(&AWS_MIRROR_FRAME1, 50_000, 0x1234_5678_9abc_def0, 4, (1, 2))
+        {
+            let f = &f[..];
             let ok = decapsulate(f, LinkType::Ethernet, TunnelPorts::default())
                 .map(|d| crate::parse::view(f, &d).is_ok())
                 .unwrap_or(false);

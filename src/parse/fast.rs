@@ -101,23 +101,16 @@ fn ethernet(
     let truncated = end < declared_end;
     let l4_at = ip_at + header_len;
     let l4 = frame.get(l4_at..cap_end)?;
-    let mut v = PacketView {
+    let mut v = PacketView::ip(
         src,
         dst,
         protocol,
-        src_port: 0,
-        dst_port: 0,
-        ports_known: false,
-        ip_len: ip_len as u32,
-        tcp_flags: 0,
-        tcp_seq: 0,
-        icmp: None,
+        ip_len as u32,
         truncated,
-        fragment: Fragment::No,
-        src_mac: Some(src_mac),
-        dst_mac: Some(dst_mac),
-        payload: (0, 0),
-    };
+        Fragment::No,
+        Some(src_mac),
+        Some(dst_mac),
+    );
     match protocol {
         PROTO_TCP => {
             let data_offset = usize::from(*l4.get(12)? >> 4) * 4;
@@ -357,26 +350,11 @@ mod tests {
     #[test]
     fn fast_path_equals_general_path_on_mutations() {
         let base = crate::decap::tests_support::aws_frame();
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
         let mut taken = 0;
-        for _ in 0..100_000 {
-            let mut f = base.clone();
-            for _ in 0..(next() % 3 + 1) {
-                let i = (next() % f.len() as u64) as usize;
-                if next() % 2 == 0 {
-                    f[i] ^= 1 << (next() % 8);
-                } else {
-                    f[i] = next() as u8;
-                }
-            }
-            let cut = (next() % (f.len() as u64 + 1)) as usize;
-            let f = &f[..cut.max(f.len() * 3 / 4)];
+        for f in
+            crate::decap::tests_support::mutations(&base, 100_000, 0x9e37_79b9_7f4a_7c15, 3, (3, 4))
+        {
+            let f = &f[..];
             taken += usize::from(check_frame(f, LinkType::Ethernet, "mutation"));
             // The datagram entry (serve) agrees with its general path too.
             if let Some(udp) = f.get(42..) {

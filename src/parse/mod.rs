@@ -61,6 +61,38 @@ pub struct PacketView {
 }
 
 impl PacketView {
+    /// The IP-layer facts; transport fields start empty (ports unknown, no payload).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn ip(
+        src: IpAddr,
+        dst: IpAddr,
+        protocol: u8,
+        ip_len: u32,
+        truncated: bool,
+        fragment: Fragment,
+        src_mac: Option<[u8; 6]>,
+        dst_mac: Option<[u8; 6]>,
+    ) -> PacketView {
+        PacketView {
+            src,
+            dst,
+            protocol,
+            src_port: 0,
+            dst_port: 0,
+            ports_known: false,
+            ip_len,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            icmp: None,
+            truncated,
+            fragment,
+            src_mac,
+            dst_mac,
+            payload: (0, 0),
+        }
+    }
+
     pub fn is_ipv6(&self) -> bool {
         self.src.is_ipv6()
     }
@@ -165,23 +197,16 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
         Some(LinkSlice::Ethernet2(e)) => (Some(e.source()), Some(e.destination())),
         _ => (None, None),
     };
-    let mut v = PacketView {
+    let mut v = PacketView::ip(
         src,
         dst,
         protocol,
-        src_port: 0,
-        dst_port: 0,
-        ports_known: false,
-        ip_len: ip_len as u32,
-        tcp_flags: 0,
-        tcp_seq: 0,
-        icmp: None,
-        truncated: ip_payload.incomplete,
+        ip_len as u32,
+        ip_payload.incomplete,
         fragment,
         src_mac,
         dst_mac,
-        payload: (0, 0),
-    };
+    );
     let offset_of = |s: &[u8]| -> (u32, u32) {
         let off = (s.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
         if off <= frame.len() {
