@@ -648,11 +648,11 @@ fn bench_serve(capture: Option<PathBuf>, loops: u64) -> i32 {
             p
         }
     };
-    let result = mirrorflow::runtime::bench::serve_bench(&path, loops);
+    let result = mirrorflow::runtime::bench_serve::serve_bench(&path, loops);
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(r) => {
-            print!("{}", mirrorflow::runtime::bench::render_serve(&r));
+            print!("{}", mirrorflow::runtime::bench_serve::render_serve(&r));
             EXIT_OK
         }
         Err(e) => {

@@ -3,6 +3,7 @@
 //! bounded channels, with an orderly shutdown: stop reading, drain tables, flush sink.
 
 pub mod bench;
+pub mod bench_serve;
 pub mod replay;
 pub mod send;
 pub mod serve;
