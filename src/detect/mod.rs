@@ -66,6 +66,30 @@ pub struct Detector {
 
 /// Private, shared, loopback, link-local and documentation-free addresses count as
 /// internal; everything else as public.
+/// Adds `item` to `key`'s set and returns the set's size (0 when the key cannot be
+/// tracked). Keys are bounded like the sets: a flood from spoofed sources would
+/// otherwise make one set per source.
+fn track<K, T>(map: &mut Map<K, Set<T>>, key: K, item: T) -> usize
+where
+    K: std::hash::Hash + Eq,
+    T: std::hash::Hash + Eq,
+{
+    let set = if map.len() < MAX_TRACKED {
+        Some(map.entry(key).or_default())
+    } else {
+        map.get_mut(&key)
+    };
+    match set {
+        Some(s) => {
+            if s.len() < MAX_TRACKED {
+                s.insert(item);
+            }
+            s.len()
+        }
+        None => 0,
+    }
+}
+
 pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v) => {
@@ -118,22 +142,7 @@ impl Detector {
             // Only the originator's record of a failed attempt counts (its srcport is
             // the scanner's, its dstport the probed one).
             if r.protocol == 6 && failed && r.tcp_flags & 0x02 != 0 && r.tcp_flags & 0x10 == 0 {
-                // Keys are bounded like the sets: a flood from spoofed sources would
-                // otherwise make one set per source.
-                let targets = if w.scan_targets.len() < MAX_TRACKED {
-                    Some(w.scan_targets.entry(r.srcaddr).or_default())
-                } else {
-                    w.scan_targets.get_mut(&r.srcaddr)
-                };
-                let n = match targets {
-                    Some(t) => {
-                        if t.len() < MAX_TRACKED {
-                            t.insert((r.dstaddr, r.dstport));
-                        }
-                        t.len()
-                    }
-                    None => 0,
-                };
+                let n = track(&mut w.scan_targets, r.srcaddr, (r.dstaddr, r.dstport));
                 if n >= cfg.port_scan_targets {
                     r.detections.push(Finding {
                         code: "port-scan",
@@ -144,21 +153,7 @@ impl Detector {
                     });
                 }
                 if r.conn_state == "S0" {
-                    let key = (r.dstaddr, r.dstport);
-                    let sources = if w.flood_sources.len() < MAX_TRACKED {
-                        Some(w.flood_sources.entry(key).or_default())
-                    } else {
-                        w.flood_sources.get_mut(&key)
-                    };
-                    let n = match sources {
-                        Some(s) => {
-                            if s.len() < MAX_TRACKED {
-                                s.insert(r.srcaddr);
-                            }
-                            s.len()
-                        }
-                        None => 0,
-                    };
+                    let n = track(&mut w.flood_sources, (r.dstaddr, r.dstport), r.srcaddr);
                     if n >= cfg.syn_flood_sources {
                         r.detections.push(Finding {
                             code: "syn-flood",
