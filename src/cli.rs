@@ -188,6 +188,10 @@ enum Command {
         /// Share of flows over IPv6, 0.0 to 1.0
         #[arg(long, default_value_t = 0.2)]
         ipv6_share: f64,
+        /// TCP receivers acknowledge every second full segment, as Linux does, instead
+        /// of once per burst: smaller mean packets (about 750 bytes instead of 1,000)
+        #[arg(long)]
+        delayed_ack: bool,
         /// Instead of sessions, a flood for overload tests: syn, fragments or bad-vxlan
         #[arg(long)]
         flood: Option<mirrorflow::gen::flood::Flood>,
@@ -563,6 +567,7 @@ pub fn run() -> i32 {
             vni,
             truncate,
             ipv6_share,
+            delayed_ack,
             flood,
             packets,
         } => {
@@ -603,6 +608,7 @@ pub fn run() -> i32 {
                 vxlan: vxlan.then_some(vni),
                 truncate,
                 ipv6_share,
+                delayed_ack,
             };
             match gen::write_capture(&out, &opts) {
                 Ok(s) => {
@@ -638,6 +644,7 @@ fn bench_serve(capture: Option<PathBuf>, loops: u64) -> i32 {
                 vxlan: Some(5_569_041),
                 truncate: None,
                 ipv6_share: 0.2,
+                delayed_ack: false,
             };
             if let Err(e) = std::fs::create_dir_all(&dir)
                 .and_then(|_| mirrorflow::gen::write_capture(&p, &opts).map(|_| ()))

@@ -37,6 +37,7 @@ pub fn capture(flows: usize, vxlan: bool) -> Capture {
         vxlan: vxlan.then_some(5_569_041),
         truncate: None,
         ipv6_share: 0.2,
+        delayed_ack: false,
     };
     write_capture(&path, &opts).expect("generate capture");
     let file = CaptureFile::open(&path).expect("open capture");

@@ -33,6 +33,8 @@ pub struct GenOptions {
     /// Bytes kept after the VXLAN header (or snap length when plain).
     pub truncate: Option<usize>,
     pub ipv6_share: f64,
+    /// TCP receivers acknowledge every second full segment (see `--delayed-ack`).
+    pub delayed_ack: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -77,7 +79,7 @@ pub fn write_capture(path: &Path, opts: &GenOptions) -> io::Result<GenSummary> {
         serde_json::to_writer(&mut truth, f)?;
         truth.write_all(b"\n")?;
     }
-    let summary_line = serde_json::json!({
+    let mut summary_line = serde_json::json!({
         "type": "summary",
         "flows": summary.flows,
         "packets": summary.packets,
@@ -87,6 +89,10 @@ pub fn write_capture(path: &Path, opts: &GenOptions) -> io::Result<GenSummary> {
         "truncate": opts.truncate,
         "ipv6_share": opts.ipv6_share,
     });
+    // Only when set, so truth files of captures made without it stay byte-identical.
+    if opts.delayed_ack {
+        summary_line["delayed_ack"] = true.into();
+    }
     serde_json::to_writer(&mut truth, &summary_line)?;
     truth.write_all(b"\n")?;
     truth.flush()?;

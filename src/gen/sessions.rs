@@ -167,6 +167,9 @@ struct FlowBuilder<'a> {
     first_packet: usize,
     /// Per fact: where in its frame the bytes a dissector needs for it end.
     fact_ends: Vec<(&'static str, usize)>,
+    /// The receiver acknowledges every second full segment (Linux delayed ACK)
+    /// instead of once per burst.
+    delayed_ack: bool,
 }
 
 impl<'a> FlowBuilder<'a> {
@@ -219,6 +222,7 @@ impl<'a> FlowBuilder<'a> {
             },
             first_packet: out.len(),
             fact_ends: Vec::new(),
+            delayed_ack: false,
             out,
             order,
             hash: rng.next(),
@@ -353,13 +357,20 @@ impl<'a> FlowBuilder<'a> {
         self.tcp(true, 0x10, &[]);
     }
 
-    /// Sends `data` from one side in MSS segments, each acknowledged by the other.
+    /// Sends `data` from one side in MSS segments, acknowledged by the other once the
+    /// burst is in, and with `delayed_ack` also after every second full segment (what a
+    /// Linux receiver does; it brings bulk traffic's mean frame size from ~1,500 bytes
+    /// down to the ~1,000 of real captures).
     fn send(&mut self, from_client: bool, data: &[u8], rtt: u64) {
         let n = data.chunks(MSS).count();
         for (i, chunk) in data.chunks(MSS).enumerate() {
             self.wait(200);
             let flags = if i + 1 == n { 0x18 } else { 0x10 };
             self.tcp(from_client, flags, chunk);
+            if self.delayed_ack && i % 2 == 1 && i + 1 < n {
+                self.wait(40);
+                self.tcp(!from_client, 0x10, &[]);
+            }
         }
         self.wait(rtt / 2);
         self.tcp(!from_client, 0x10, &[]);
@@ -500,6 +511,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 };
                 let mut f =
                     FlowBuilder::new(kind, ep, 6, start_us, &mut packets, &mut order, &mut rng);
+                f.delayed_ack = opts.delayed_ack;
                 match kind {
                     "syn-unanswered" => {
                         f.tcp(true, 0x02, &[]);
@@ -587,6 +599,7 @@ pub fn generate(opts: &GenOptions) -> Traffic {
                 };
                 let mut f =
                     FlowBuilder::new(kind, ep, 6, start_us, &mut packets, &mut order, &mut rng);
+                f.delayed_ack = opts.delayed_ack;
                 f.handshake(rtt);
                 let req = "GET /health HTTP/1.1\r\nHost: app.internal.example\r\nUser-Agent: ELB-HealthChecker/2.0\r\n\r\n";
                 f.send(true, req.as_bytes(), rtt);

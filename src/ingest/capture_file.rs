@@ -17,6 +17,8 @@ use pcap_parser::nom;
 use pcap_parser::pcapng::{Block, SHB_MAGIC};
 use pcap_parser::PcapError;
 
+use super::readahead::ReadAhead;
+
 /// Largest captured length we accept for one record. libpcap's own ceiling
 /// (MAXIMUM_SNAPLEN, 262144) is used so a corrupt length field is reported as damage
 /// instead of swallowing the rest of the file as one frame.
@@ -187,6 +189,7 @@ pub struct FrameIter<'a> {
     pos: usize,
     format: Format,
     done: bool,
+    readahead: ReadAhead,
 }
 
 const PCAP_HEADER_LEN: usize = 24;
@@ -218,6 +221,7 @@ impl<'a> FrameIter<'a> {
                     interfaces: Vec::new(),
                 },
                 done: false,
+                readahead: ReadAhead::new(),
             });
         }
         match pcap_parser::parse_pcap_header(data) {
@@ -232,6 +236,7 @@ impl<'a> FrameIter<'a> {
                     link: LinkType::from_linktype(header.network.0),
                 },
                 done: false,
+                readahead: ReadAhead::new(),
             }),
             Err(nom::Err::Incomplete(_)) => Err(err(
                 0,
@@ -423,6 +428,7 @@ impl<'a> Iterator for FrameIter<'a> {
         if self.done {
             return None;
         }
+        self.readahead.advance(self.data, self.pos);
         match self.format {
             Format::Pcap {
                 big_endian,

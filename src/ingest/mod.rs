@@ -3,6 +3,7 @@
 //! without copying them.
 
 pub mod capture_file;
+pub mod readahead;
 pub mod udp;
 
 pub use capture_file::{CaptureError, CaptureFile, Frame, LinkType};

@@ -304,6 +304,7 @@ mod tests {
                 vxlan,
                 truncate,
                 ipv6_share: v6,
+                delayed_ack: false,
             };
             write_capture(&path, &opts).unwrap();
             let (n, fast) = check_capture(&path);

