@@ -109,6 +109,10 @@ pub struct Inspector {
     /// Port of each key side (`[lo, hi]`).
     ports: [u16; 2],
     server_port: u16,
+    /// Length of each stream (by index) when the protocol parsers last read it: a
+    /// parser reads its direction again only when that direction grew. Without this,
+    /// every packet of a 16 KiB HTTP response re-parsed (and re-allocated) the request.
+    analyzed: [usize; 2],
 }
 
 impl Inspector {
@@ -127,6 +131,7 @@ impl Inspector {
             gap: false,
             ports,
             server_port,
+            analyzed: [0; 2],
         }
     }
 
@@ -271,11 +276,15 @@ impl Inspector {
             }
         }
         let (cd, sd) = (self.streams[c].data(), self.streams[s].data());
+        // Streams only grow (a reset happens before any data), so a new length is news.
+        let (cg, sg) = (cd.len() != self.analyzed[c], sd.len() != self.analyzed[s]);
+        self.analyzed[c] = cd.len();
+        self.analyzed[s] = sd.len();
         let f = &mut self.facts;
         let mut changed = false;
         match self.proto {
             Proto::Tls => {
-                if f.tls_ja3.is_none() {
+                if f.tls_ja3.is_none() && cg {
                     if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(cd) {
                         if let Some(ch) = tls::find_message(&bytes, tls::HS_CLIENT_HELLO)
                             .and_then(tls::parse_client_hello)
@@ -285,7 +294,7 @@ impl Inspector {
                         }
                     }
                 }
-                if f.tls_ja3s.is_none() || !self.cert_done {
+                if (f.tls_ja3s.is_none() || !self.cert_done) && sg {
                     if let tls::Records::Handshake { bytes, more } = tls::handshake_records(sd) {
                         if f.tls_ja3s.is_none() {
                             if let Some(sh) = tls::find_message(&bytes, tls::HS_SERVER_HELLO)
@@ -322,7 +331,7 @@ impl Inspector {
             }
             Proto::Http => {
                 // A CONNECT tunnel (RFC 9110 §9.3.6) carries TLS after the proxy's answer.
-                if f.tls_ja3.is_none() && cd.starts_with(b"CONNECT ") {
+                if f.tls_ja3.is_none() && cg && cd.starts_with(b"CONNECT ") {
                     if let Some(end) = cd.windows(4).position(|w| w == b"\r\n\r\n") {
                         let rest = &cd[end + 4..];
                         if let tls::Records::Handshake { bytes, .. } = tls::handshake_records(rest)
@@ -336,7 +345,7 @@ impl Inspector {
                         }
                     }
                 }
-                if let Some(r) = http::requests(cd) {
+                if let Some(r) = cg.then(|| http::requests(cd)).flatten() {
                     if let Some(first) = r.first {
                         let before = (
                             f.http_method.clone(),
@@ -363,7 +372,7 @@ impl Inspector {
                             );
                     }
                 }
-                if f.http_status.is_none() {
+                if f.http_status.is_none() && sg {
                     if let Some(resp) = http::response(sd) {
                         f.http_status = Some(resp.status);
                         f.http_content_type = resp.content_type;
@@ -372,25 +381,25 @@ impl Inspector {
                 }
             }
             Proto::Ssh => {
-                if f.ssh_client.is_none() {
+                if f.ssh_client.is_none() && cg {
                     if let Some((b, _)) = ssh::banner(cd) {
                         f.ssh_client = Some(b);
                         changed = true;
                     }
                 }
-                if f.ssh_server.is_none() {
+                if f.ssh_server.is_none() && sg {
                     if let Some((b, _)) = ssh::banner(sd) {
                         f.ssh_server = Some(b);
                         changed = true;
                     }
                 }
-                if f.ssh_hassh.is_none() {
+                if f.ssh_hassh.is_none() && cg {
                     if let Some(l) = ssh::banner(cd).and_then(|(_, at)| ssh::kexinit(&cd[at..])) {
                         f.ssh_hassh = Some(ssh::hassh(&l, false));
                         changed = true;
                     }
                 }
-                if f.ssh_hassh_server.is_none() {
+                if f.ssh_hassh_server.is_none() && sg {
                     if let Some(l) = ssh::banner(sd).and_then(|(_, at)| ssh::kexinit(&sd[at..])) {
                         f.ssh_hassh_server = Some(ssh::hassh(&l, true));
                         changed = true;
@@ -403,16 +412,16 @@ impl Inspector {
                 }
             }
             Proto::Dns => {
-                if let Some(m) = dns::parse_tcp(cd) {
+                if let Some(m) = cg.then(|| dns::parse_tcp(cd)).flatten() {
                     changed |= apply_dns(f, &m);
                 }
-                if let Some(m) = dns::parse_tcp(sd) {
+                if let Some(m) = sg.then(|| dns::parse_tcp(sd)).flatten() {
                     changed |= apply_dns(f, &m);
                 }
             }
             Proto::Cleartext(name) => {
                 // STARTTLS (RFC 3207, 2595, 4217): the TLS handshake follows the command.
-                if f.tls_ja3.is_none() {
+                if f.tls_ja3.is_none() && cg {
                     if let Some(at) = tls_after_starttls(cd) {
                         if let tls::Records::Handshake { bytes, .. } =
                             tls::handshake_records(&cd[at..])
