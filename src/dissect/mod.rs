@@ -282,6 +282,7 @@ impl Inspector {
         self.analyzed[s] = sd.len();
         let f = &mut self.facts;
         let mut changed = false;
+        let mut server_done = false;
         match self.proto {
             Proto::Tls => {
                 if f.tls_ja3.is_none() && cg {
@@ -377,6 +378,9 @@ impl Inspector {
                         f.http_status = Some(resp.status);
                         f.http_content_type = resp.content_type;
                         changed = true;
+                        // Only the first response's head is read: copying its body
+                        // (up to the stream limit) was a tenth of a worker's time.
+                        server_done = true;
                     }
                 }
             }
@@ -445,6 +449,9 @@ impl Inspector {
                 }
             }
             _ => {}
+        }
+        if server_done {
+            self.streams[s].release();
         }
         self.dirty |= changed;
     }

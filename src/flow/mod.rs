@@ -37,6 +37,9 @@ pub struct FlowPacket {
     pub payload: PayloadRef,
 }
 
+/// Alignment of the window a batch holds of a buffer larger than 4 GiB (`Batch::push`).
+const PAYLOAD_WINDOW: usize = 1 << 31;
+
 /// A transport payload inside one of a batch's shared buffers; `len` 0 when none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PayloadRef {
@@ -77,18 +80,33 @@ impl Batch {
     }
 
     /// Adds `p` with its payload at `buffer[at..at + len]`.
+    ///
+    /// Offsets are 32-bit, so past 4 GiB of one buffer (a mapped capture larger than
+    /// that) the batch holds a 2 GiB-aligned window of it instead of the whole, and
+    /// the offset is taken inside the window.
     pub fn push(&mut self, mut p: FlowPacket, buffer: &Bytes, at: usize, len: usize) {
         if len > 0 {
+            let (base, end) = if at + len <= u32::MAX as usize {
+                (0, buffer.len())
+            } else {
+                let base = at & !(PAYLOAD_WINDOW - 1);
+                (base, buffer.len().min(base + u32::MAX as usize))
+            };
+            let start = buffer.as_ptr().wrapping_add(base);
             let same = self
                 .buffers
                 .last()
-                .is_some_and(|b| b.as_ptr() == buffer.as_ptr() && b.len() == buffer.len());
+                .is_some_and(|b| b.as_ptr() == start && b.len() == end - base);
             if !same {
-                self.buffers.push(buffer.clone());
+                self.buffers.push(if base == 0 && end == buffer.len() {
+                    buffer.clone()
+                } else {
+                    buffer.slice(base..end)
+                });
             }
             p.payload = PayloadRef {
                 buffer: (self.buffers.len() - 1) as u32,
-                offset: at as u32,
+                offset: (at - base) as u32,
                 len: len as u32,
             };
         }

@@ -469,6 +469,39 @@ mod tests {
     }
 
     #[test]
+    fn payloads_past_4_gib_of_one_buffer_are_the_right_bytes() {
+        // A mapped capture larger than 4 GiB: offsets are 32-bit in a batch, so packets
+        // past 4 GiB must not wrap onto bytes near the start of the file. The mapping
+        // is anonymous and only the touched pages become memory.
+        let Ok(mut map) = memmap2::MmapMut::map_anon(5 << 30) else {
+            println!("skipped: cannot reserve 5 GiB of address space here");
+            return;
+        };
+        let places = [100usize, (4 << 30) - 3, (4 << 30) + 12_345, (5 << 30) - 10];
+        for (i, &at) in places.iter().enumerate() {
+            map[at..at + 3].copy_from_slice(&[i as u8 + 1, 0xab, 0xcd]);
+        }
+        let Ok(ro) = map.make_read_only() else {
+            println!("skipped: cannot remap read-only");
+            return;
+        };
+        let buffer = bytes::Bytes::from_owner(ro);
+        let mut batch = crate::flow::Batch::with_capacity(8);
+        for (i, &at) in places.iter().enumerate() {
+            batch.push(pkt(i as u64, 0.0, true, 0x18, 40), &buffer, at, 3);
+        }
+        for (i, p) in batch.packets.iter().enumerate() {
+            assert_eq!(batch.payload(p), &[i as u8 + 1, 0xab, 0xcd], "packet {i}");
+        }
+        // One reference for the first 4 GiB, one window past it.
+        assert_eq!(
+            batch.buffers.len(),
+            3,
+            "the straddling packet starts a window"
+        );
+    }
+
+    #[test]
     fn handshake_gives_two_directional_records() {
         let mut t = table();
         let mut out = Vec::new();
