@@ -18,7 +18,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::config::{InspectConfig, SessionMap, Timeouts};
 use crate::decap::{Tunnel, TunnelPorts};
-use crate::dispatch::{Batch, Dispatcher, QUEUE_BATCHES};
+use crate::dispatch::{Batch, BatchPool, Dispatcher, QUEUE_BATCHES};
 use crate::flow::{FlowTable, FlowTableStats};
 use crate::ingest::{CaptureError, CaptureFile};
 use crate::parse;
@@ -133,6 +133,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
 
     let mut senders = Vec::with_capacity(workers);
     let mut worker_threads = Vec::with_capacity(workers);
+    let pool = BatchPool::new(workers * (QUEUE_BATCHES + 2));
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
@@ -144,16 +145,17 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         );
         table.set_max_flows(opts.max_flows / workers);
         let rec_tx = rec_tx.clone();
+        let pool = pool.clone();
         worker_threads.push(
             thread::Builder::new()
                 .name(format!("mf-worker-{w}"))
-                .spawn(move || run_worker(w, table, rx, rec_tx))
+                .spawn(move || run_worker(w, table, rx, rec_tx, pool))
                 .map_err(|e| ReplayError::Output(format!("cannot start worker thread: {e}")))?,
         );
     }
     drop(rec_tx);
 
-    let mut dispatcher = Dispatcher::new(senders, opts.sessions.clone());
+    let mut dispatcher = Dispatcher::new(senders, opts.sessions.clone()).with_pool(pool);
     let mut ingest = IngestStats::default();
     let mut capture_errors = Vec::new();
     let total_bytes: u64 = opts
@@ -319,6 +321,7 @@ fn run_worker(
     mut table: FlowTable,
     rx: Receiver<Batch>,
     out: Sender<ToWriter>,
+    pool: BatchPool,
 ) -> (
     FlowTableStats,
     hdrhistogram::Histogram<u64>,
@@ -334,6 +337,7 @@ fn run_worker(
             latest = latest.max(p.ts_ns);
         }
         let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
+        pool.give(batch);
         if !records.is_empty() {
             let _ = out.send(ToWriter::Records(std::mem::replace(
                 &mut records,

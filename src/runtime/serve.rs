@@ -22,7 +22,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config::{Config, SessionConfig, SessionMap};
 use crate::decap::TunnelPorts;
-use crate::dispatch::{Batch, Dispatcher, Overflow, SessionKey};
+use crate::dispatch::{Batch, BatchPool, Dispatcher, Overflow, SessionKey};
 use crate::flow::FlowTable;
 use crate::ingest::udp::{BatchReceiver, TunnelSocket, RECV_BATCH};
 use crate::parse;
@@ -247,6 +247,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
     let mut queue_len: Vec<Box<dyn Fn() -> usize + Send + Sync>> = Vec::new();
     let mut worker_metrics = Vec::new();
     let mut worker_threads = Vec::new();
+    let pool = BatchPool::new(workers * (SERVE_QUEUE_BATCHES + 2));
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(SERVE_QUEUE_BATCHES);
         senders.push(tx);
@@ -262,9 +263,9 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
             cfg.inspect.clone(),
         );
         table.set_max_flows(cfg.limits.max_flows / workers);
-        let (out, shared) = (rec_tx.clone(), shared.clone());
+        let (out, shared, pool) = (rec_tx.clone(), shared.clone(), pool.clone());
         worker_threads.push(spawn(&format!("mf-worker-{w}"), move || {
-            run_worker(table, rx, out, m, shared)
+            run_worker(table, rx, out, m, shared, pool)
         })?);
     }
 
@@ -281,6 +282,7 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
         receiver_metrics.push(m.clone());
         let ctx = ReceiverCtx {
             senders: senders.clone(),
+            pool: pool.clone(),
             shared: shared.clone(),
             metrics: m,
             reports: report_tx.clone(),
@@ -421,6 +423,7 @@ fn spawn<T: Send + 'static>(
 
 struct ReceiverCtx {
     senders: Vec<Sender<Batch>>,
+    pool: BatchPool,
     shared: Arc<SharedConfig>,
     metrics: Arc<ReceiverMetrics>,
     reports: Sender<Report>,
@@ -434,7 +437,8 @@ fn run_receiver(mut rx: BatchReceiver, c: ReceiverCtx) {
     let (mut sessions, mut allow, _) = c.shared.get();
     let mut generation = c.shared.generation.load(Relaxed);
     let mut dispatcher =
-        Dispatcher::with_overflow(c.senders, sessions.clone(), Overflow::Drop, c.interval);
+        Dispatcher::with_overflow(c.senders, sessions.clone(), Overflow::Drop, c.interval)
+            .with_pool(c.pool);
     let mut ingest = IngestStats::default();
     let mut per_vni: FxHashMap<u32, [u64; 3]> = FxHashMap::default();
     let mut seen: FxHashMap<SessionKey, u64> = FxHashMap::default();
@@ -561,6 +565,7 @@ fn run_worker(
     out: Sender<Vec<FlowRecord>>,
     m: Arc<WorkerMetrics>,
     shared: Arc<SharedConfig>,
+    pool: BatchPool,
 ) {
     let mut records = Vec::new();
     let mut hist = new_histogram();
@@ -575,6 +580,7 @@ fn run_worker(
                     table.process(p, batch.payload(p), &mut records);
                 }
                 let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
+                pool.give(batch);
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
