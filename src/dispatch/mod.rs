@@ -81,6 +81,10 @@ pub struct Dispatcher {
     workers: Vec<Sender<Batch>>,
     pending: Vec<Batch>,
     pool: BatchPool,
+    /// The interface MAC of the session the last packet came from: packets come in
+    /// runs from one session, and two hash lookups per packet were a tenth of dispatch.
+    /// Only a known MAC is kept (config or learned, both fixed until a reload).
+    last_mac: Option<(SessionKey, [u8; 6])>,
     fragments: FragmentTracker,
     sessions: Arc<SessionMap>,
     /// Learned interface MAC per (VNI, mirror source).
@@ -114,6 +118,7 @@ impl Dispatcher {
         let n = workers.len();
         Dispatcher {
             pool: BatchPool::new(n * (QUEUE_BATCHES + 2)),
+            last_mac: None,
             workers,
             pending,
             fragments: FragmentTracker::default(),
@@ -138,6 +143,7 @@ impl Dispatcher {
 
     pub fn set_sessions(&mut self, sessions: Arc<SessionMap>) {
         self.sessions = sessions;
+        self.last_mac = None;
     }
 
     /// Sends every partial batch now (serve does this after each receive, so packets
@@ -252,13 +258,21 @@ impl Dispatcher {
     fn direction(&mut self, ctx: &MirrorContext, v: &PacketView) -> Option<FlowDirection> {
         ctx.mirror_source?;
         let (smac, dmac) = (v.src_mac?, v.dst_mac?);
-        let mac = match self
-            .sessions
-            .lookup(ctx.vni, ctx.mirror_source)
-            .and_then(|s| s.eni_mac)
-        {
-            Some(m) => m,
-            None => self.learn(ctx, v)?,
+        let session = (ctx.vni, ctx.mirror_source);
+        let mac = match self.last_mac {
+            Some((k, m)) if k == session => m,
+            _ => {
+                let m = match self
+                    .sessions
+                    .lookup(ctx.vni, ctx.mirror_source)
+                    .and_then(|s| s.eni_mac)
+                {
+                    Some(m) => m,
+                    None => self.learn(ctx, v)?,
+                };
+                self.last_mac = Some((session, m));
+                m
+            }
         };
         if smac == mac {
             Some(FlowDirection::Egress)
