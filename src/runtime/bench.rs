@@ -85,6 +85,11 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<CaptureBench>, String> {
                     delayed_ack: true,
                 };
                 write_capture(&path, &g).map_err(|e| format!("{}: {e}", path.display()))?;
+                // Written back now, so the kernel's writeback of a fresh GB does not run
+                // during (and slow) the measurements that follow.
+                std::fs::File::open(&path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 v.push((label.to_string(), path));
             }
             scratch = Some(dir);
