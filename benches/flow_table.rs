@@ -27,19 +27,7 @@ fn packet(i: u64, seq: u64) -> FlowPacket {
         (dst, 443),
         6,
     );
-    FlowPacket {
-        key,
-        side,
-        ts_ns: BASE_NS + seq * 100,
-        ip_len: 1000,
-        tcp_flags: 0x10,
-        truncated: false,
-        direction: None,
-        seq,
-        tcp_seq: 0,
-        icmp: None,
-        payload: Default::default(),
-    }
+    FlowPacket::counted(key, side, BASE_NS + seq * 100, 1000, 0x10, seq)
 }
 
 /// A table holding `n` flows, and `len` packets of those flows in random order.

@@ -37,6 +37,33 @@ pub struct FlowPacket {
     pub payload: PayloadRef,
 }
 
+impl FlowPacket {
+    /// A packet with only the counted facts: not truncated, no direction, no TCP
+    /// sequence, ICMP type or payload (benches and tests build these).
+    pub fn counted(
+        key: FlowKey,
+        side: Side,
+        ts_ns: u64,
+        ip_len: u32,
+        tcp_flags: u8,
+        seq: u64,
+    ) -> FlowPacket {
+        FlowPacket {
+            key,
+            side,
+            ts_ns,
+            ip_len,
+            tcp_flags,
+            truncated: false,
+            direction: None,
+            seq,
+            tcp_seq: 0,
+            icmp: None,
+            payload: PayloadRef::default(),
+        }
+    }
+}
+
 /// Alignment of the window a batch holds of a buffer larger than 4 GiB (`Batch::push`).
 const PAYLOAD_WINDOW: usize = 1 << 31;
 

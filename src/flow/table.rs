@@ -449,19 +449,7 @@ mod tests {
         let b = ("198.51.100.7".parse().unwrap(), 443);
         let (src, dst) = if fwd { (a, b) } else { (b, a) };
         let (key, side) = FlowKey::new(Some(9), None, src, dst, PROTO_TCP);
-        FlowPacket {
-            key,
-            side,
-            ts_ns: (ts_s * 1e9) as u64,
-            ip_len: len,
-            tcp_flags: flags,
-            truncated: false,
-            direction: None,
-            seq,
-            tcp_seq: 0,
-            icmp: None,
-            payload: Default::default(),
-        }
+        FlowPacket::counted(key, side, (ts_s * 1e9) as u64, len, flags, seq)
     }
 
     fn table() -> FlowTable {
