@@ -189,7 +189,7 @@ enum Command {
         #[arg(long, default_value_t = 0.2)]
         ipv6_share: f64,
         /// TCP receivers acknowledge every second full segment, as Linux does, instead
-        /// of once per burst: smaller mean packets (about 750 bytes instead of 1,000)
+        /// of once per burst: smaller mean packets (about 790 bytes instead of 1,000)
         #[arg(long)]
         delayed_ack: bool,
         /// Instead of sessions, a flood for overload tests: syn, fragments or bad-vxlan

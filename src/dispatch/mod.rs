@@ -134,13 +134,13 @@ impl Dispatcher {
         }
     }
 
-    /// Replaces the session map (SIGHUP reload).
     /// Takes new batches from `pool`, which the workers give processed batches back to.
     pub fn with_pool(mut self, pool: BatchPool) -> Dispatcher {
         self.pool = pool;
         self
     }
 
+    /// Replaces the session map (SIGHUP reload).
     pub fn set_sessions(&mut self, sessions: Arc<SessionMap>) {
         self.sessions = sessions;
         self.last_mac = None;
