@@ -3,11 +3,12 @@
 //! tiny VXLAN datagrams with broken headers. Deterministic per seed; one packet per
 //! microsecond from the generator's epoch.
 
-use std::io::{self, BufWriter};
+use std::io;
 use std::path::Path;
 
 use etherparse::PacketBuilder;
 
+use super::chunked::ChunkWriter;
 use super::packets::PcapWriter;
 use super::GEN_EPOCH_S;
 
@@ -34,7 +35,7 @@ impl std::str::FromStr for Flood {
 
 /// Writes `packets` flood packets to `path`.
 pub fn write_flood(path: &Path, kind: Flood, packets: u64, seed: u64) -> io::Result<()> {
-    let mut pcap = PcapWriter::new(BufWriter::new(std::fs::File::create(path)?))?;
+    let mut pcap = PcapWriter::new(ChunkWriter::new(std::fs::File::create(path)?))?;
     let mut x = seed | 1;
     let mut next = || {
         x ^= x << 13;

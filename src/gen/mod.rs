@@ -10,6 +10,7 @@
 //! AWS tcp-flags, first/last packet time and the payload facts, in the truth format of
 //! `shared/bench/peers-check.py`, then a summary line.
 
+mod chunked;
 pub mod flood;
 mod packets;
 mod sessions;
@@ -18,6 +19,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use chunked::ChunkWriter;
 use packets::{vxlan_wrap, PcapWriter};
 pub use sessions::{FlowTruth, SideTruth};
 
@@ -54,7 +56,7 @@ pub fn truth_path(capture: &Path) -> PathBuf {
 /// Writes the capture and its truth file.
 pub fn write_capture(path: &Path, opts: &GenOptions) -> io::Result<GenSummary> {
     let traffic = sessions::generate(opts);
-    let mut pcap = PcapWriter::new(BufWriter::new(File::create(path)?))?;
+    let mut pcap = PcapWriter::new(ChunkWriter::new(File::create(path)?))?;
     let mut summary = GenSummary {
         flows: traffic.flows.len(),
         ..Default::default()
