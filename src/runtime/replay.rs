@@ -470,34 +470,68 @@ fn ip_order(a: Option<std::net::IpAddr>) -> (u8, u128) {
 /// bytes, and sorting a 47k-record window took 40-110 ms of the writer, serially after
 /// the last packet. A window holds few distinct addresses (thousands), so each is
 /// replaced by its rank among them, which compares the same and packs the key into
-/// seven words.
+/// seven words. Ranks come from one hash lookup per address and a sort of the distinct
+/// ones (a rank map filled and then looked up again was a third of the sort).
 fn sort_window(batch: &mut [FlowRecord]) {
-    let mut rank: std::collections::HashMap<(u8, u128), u64, ahash::RandomState> =
-        Default::default();
-    for r in batch.iter() {
-        for a in [r.mirror_source, Some(r.srcaddr), Some(r.dstaddr)] {
-            rank.entry(ip_order(a)).or_insert(0);
+    // Each distinct address gets a slot in order of first sight (one hash lookup per
+    // address of a record), then a rank by sorting the slots.
+    let mut slot_of: std::collections::HashMap<(u8, u128), u32, ahash::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(batch.len(), Default::default());
+    let mut addresses: Vec<(u8, u128)> = Vec::new();
+    let slots: Vec<[u32; 3]> = batch
+        .iter()
+        .map(|r| {
+            [r.mirror_source, Some(r.srcaddr), Some(r.dstaddr)].map(|a| {
+                let a = ip_order(a);
+                *slot_of.entry(a).or_insert_with(|| {
+                    addresses.push(a);
+                    (addresses.len() - 1) as u32
+                })
+            })
+        })
+        .collect();
+    drop(slot_of);
+    let mut by_address: Vec<u32> = (0..addresses.len() as u32).collect();
+    by_address.sort_unstable_by_key(|&s| addresses[s as usize]);
+    let mut rank = vec![0u64; addresses.len()];
+    for (i, s) in by_address.iter().enumerate() {
+        rank[*s as usize] = i as u64;
+    }
+    let rank_of = |slot: u32| rank[slot as usize];
+    // Each key carries its record's index, so equal keys keep arrival order.
+    let mut keys: Vec<([u64; 7], u32)> = batch
+        .iter()
+        .zip(&slots)
+        .enumerate()
+        .map(|(i, (r, [ms, src, dst]))| {
+            (
+                [
+                    r.start,
+                    // A VNI has 24 bits and a window fewer than 2^32 addresses, so each
+                    // packed field keeps its place in the order.
+                    (r.vni.map_or(0, |v| u64::from(v) + 1) << 32) | rank_of(*ms),
+                    (rank_of(*src) << 16) | u64::from(r.srcport),
+                    (rank_of(*dst) << 24) | (u64::from(r.dstport) << 8) | u64::from(r.protocol),
+                    r.end,
+                    r.packets,
+                    r.bytes,
+                ],
+                i as u32,
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    // Apply the order in place: position i takes the record the i-th key names,
+    // following the chain of earlier swaps (as `sort_by_cached_key` does).
+    let mut order: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
+    for i in 0..order.len() {
+        let mut at = order[i] as usize;
+        while at < i {
+            at = order[at] as usize;
         }
+        order[i] = at as u32;
+        batch.swap(i, at);
     }
-    let mut distinct: Vec<(u8, u128)> = rank.keys().copied().collect();
-    distinct.sort_unstable();
-    for (i, a) in distinct.iter().enumerate() {
-        rank.insert(*a, i as u64);
-    }
-    let rank_of = |a: Option<std::net::IpAddr>| rank.get(&ip_order(a)).copied().unwrap_or(0);
-    batch.sort_by_cached_key(|r| {
-        [
-            r.start,
-            // A VNI has 24 bits and a window fewer than 2^32 addresses, so each
-            // packed field keeps its place in the order.
-            (r.vni.map_or(0, |v| u64::from(v) + 1) << 32) | rank_of(r.mirror_source),
-            (rank_of(Some(r.srcaddr)) << 16) | u64::from(r.srcport),
-            (rank_of(Some(r.dstaddr)) << 24) | (u64::from(r.dstport) << 8) | u64::from(r.protocol),
-            r.end,
-            r.packets,
-            r.bytes,
-        ]
-    });
 }
 
 #[cfg(test)]
@@ -544,8 +578,10 @@ mod tests {
             x ^= x << 17;
             x % n
         };
-        let mut batch: Vec<FlowRecord> = (0..5000)
-            .map(|_| {
+        // Many records share a key; their `truncated_packets` (not part of the key)
+        // shows they keep arrival order.
+        let batch: Vec<FlowRecord> = (0..5000)
+            .map(|i| {
                 let pick = |k: u64| addrs[k as usize];
                 let mut r = FlowRecord::status_only(
                     None,
@@ -562,12 +598,14 @@ mod tests {
                 r.protocol = [1, 6, 17, 255][next(4) as usize];
                 r.packets = next(3);
                 r.bytes = next(2);
+                r.truncated_packets = i;
                 r
             })
             .collect();
         let mut expected = batch.clone();
         expected.sort_by_key(reference_key);
-        sort_window(&mut batch);
-        assert_eq!(batch, expected);
+        let mut sorted = batch.clone();
+        sort_window(&mut sorted);
+        assert!(sorted == expected);
     }
 }
