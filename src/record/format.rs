@@ -166,7 +166,8 @@ impl RecordFormat {
     /// default format but the interface's ids) straight from the record, and says
     /// whether it did. Building a `Value` for each of them and matching on it again was
     /// half of the encoding time (~600 ns per default-format record). The text is the
-    /// same as through `value`: the `format_tests` compare both paths field by field.
+    /// same as through `value`: `direct_text_is_the_text_of_the_value_for_every_field`
+    /// compares both paths for every field.
     #[inline]
     fn write_text_direct(&self, r: &FlowRecord, field: Field, out: &mut String) -> bool {
         if r.log_status != LogStatus::Ok {
