@@ -99,13 +99,12 @@ impl FlowKey {
     }
 
     /// A stable 64-bit hash of the key (the same for both directions), used to pick the
-    /// worker. FxHash: fast, deterministic across runs, good enough for spreading.
+    /// worker. FxHash: fast, deterministic across runs, good enough for spreading. Its
+    /// high bits are the well-mixed ones, and dispatch scales those to the worker count.
     pub fn symmetric_hash(&self) -> u64 {
         let mut h = rustc_hash::FxHasher::default();
         self.hash(&mut h);
-        // Fx leaves low bits weak for small inputs; fold the high half in.
-        let x = h.finish();
-        x ^ (x >> 29) ^ (x >> 47)
+        h.finish()
     }
 }
 
