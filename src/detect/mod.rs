@@ -113,6 +113,23 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The state of the window `start` falls in; windows more than `WINDOWS_KEPT` behind
+/// the newest are dropped when a window is first seen (records of the newest window
+/// come in runs, so most calls find it and change nothing).
+fn window(
+    windows: &mut std::collections::BTreeMap<u64, Window>,
+    interval: u64,
+    start: u64,
+) -> &mut Window {
+    let w = start - start % interval;
+    if !windows.contains_key(&w) {
+        let newest = windows.keys().next_back().copied().unwrap_or(w).max(w);
+        let oldest_kept = newest.saturating_sub(WINDOWS_KEPT * interval);
+        windows.retain(|s, _| *s >= oldest_kept);
+    }
+    windows.entry(w).or_default()
+}
+
 impl Detector {
     pub fn new(cfg: DetectConfig, interval: u64) -> Detector {
         Detector {
@@ -122,64 +139,61 @@ impl Detector {
         }
     }
 
-    fn window(&mut self, start: u64) -> &mut Window {
-        let w = start - start % self.interval;
-        let newest = self.windows.keys().next_back().copied().unwrap_or(w).max(w);
-        let oldest_kept = newest.saturating_sub(WINDOWS_KEPT * self.interval);
-        self.windows.retain(|s, _| *s >= oldest_kept || *s == w);
-        self.windows.entry(w).or_default()
-    }
-
     /// Observes records in write order and attaches findings.
     pub fn observe(&mut self, records: &mut [FlowRecord]) {
-        let cfg = self.cfg.clone();
         for r in records.iter_mut() {
-            if r.log_status != LogStatus::Ok {
-                continue;
+            self.observe_one(r);
+        }
+    }
+
+    /// Observes the next record in write order and attaches its findings.
+    pub fn observe_one(&mut self, r: &mut FlowRecord) {
+        let cfg = &self.cfg;
+        if r.log_status != LogStatus::Ok {
+            return;
+        }
+        let w = window(&mut self.windows, self.interval, r.start);
+        let failed = matches!(r.conn_state, "S0" | "REJ" | "RSTOS0" | "SH");
+        // Only the originator's record of a failed attempt counts (its srcport is
+        // the scanner's, its dstport the probed one).
+        if r.protocol == 6 && failed && r.tcp_flags & 0x02 != 0 && r.tcp_flags & 0x10 == 0 {
+            let n = track(&mut w.scan_targets, r.srcaddr, (r.dstaddr, r.dstport));
+            if n >= cfg.port_scan_targets {
+                r.detections.push(Finding {
+                    code: "port-scan",
+                    detail: format!(
+                        "{n} destination ports/hosts failed from {} in this window",
+                        r.srcaddr
+                    ),
+                });
             }
-            let w = self.window(r.start);
-            let failed = matches!(r.conn_state, "S0" | "REJ" | "RSTOS0" | "SH");
-            // Only the originator's record of a failed attempt counts (its srcport is
-            // the scanner's, its dstport the probed one).
-            if r.protocol == 6 && failed && r.tcp_flags & 0x02 != 0 && r.tcp_flags & 0x10 == 0 {
-                let n = track(&mut w.scan_targets, r.srcaddr, (r.dstaddr, r.dstport));
-                if n >= cfg.port_scan_targets {
+            if r.conn_state == "S0" {
+                let n = track(&mut w.flood_sources, (r.dstaddr, r.dstport), r.srcaddr);
+                if n >= cfg.syn_flood_sources {
                     r.detections.push(Finding {
-                        code: "port-scan",
+                        code: "syn-flood",
                         detail: format!(
-                            "{n} destination ports/hosts failed from {} in this window",
-                            r.srcaddr
+                            "{n} sources left connections to {}:{} unanswered",
+                            r.dstaddr, r.dstport
                         ),
                     });
                 }
-                if r.conn_state == "S0" {
-                    let n = track(&mut w.flood_sources, (r.dstaddr, r.dstport), r.srcaddr);
-                    if n >= cfg.syn_flood_sources {
-                        r.detections.push(Finding {
-                            code: "syn-flood",
-                            detail: format!(
-                                "{n} sources left connections to {}:{} unanswered",
-                                r.dstaddr, r.dstport
-                            ),
-                        });
-                    }
-                }
             }
-            let outbound = r.flow_direction == Some(FlowDirection::Egress)
-                || r.flow_direction.is_none() && !is_public(r.srcaddr);
-            if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
-                let total = w.outbound.entry((r.srcaddr, r.dstaddr)).or_default();
-                *total += r.bytes;
-                if *total >= cfg.large_transfer_bytes {
-                    let t = *total;
-                    r.detections.push(Finding {
-                        code: "large-outbound-transfer",
-                        detail: format!(
-                            "{t} bytes from {} to {} in this window",
-                            r.srcaddr, r.dstaddr
-                        ),
-                    });
-                }
+        }
+        let outbound = r.flow_direction == Some(FlowDirection::Egress)
+            || r.flow_direction.is_none() && !is_public(r.srcaddr);
+        if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
+            let total = w.outbound.entry((r.srcaddr, r.dstaddr)).or_default();
+            *total += r.bytes;
+            if *total >= cfg.large_transfer_bytes {
+                let t = *total;
+                r.detections.push(Finding {
+                    code: "large-outbound-transfer",
+                    detail: format!(
+                        "{t} bytes from {} to {} in this window",
+                        r.srcaddr, r.dstaddr
+                    ),
+                });
             }
         }
     }

@@ -283,6 +283,11 @@ impl Dispatcher {
         }
     }
 
+    /// Interface MACs learned so far, by session.
+    pub fn learned_macs(&self) -> impl Iterator<Item = (&SessionKey, &[u8; 6])> {
+        self.eni_macs.iter()
+    }
+
     /// Learns (once) the interface MAC of the packet's session, returning it if known.
     /// `replay` calls this over the start of each capture before dispatching, so flows
     /// that precede the first packet from the interface's own IPv4 (IPv6-only flows,

@@ -47,6 +47,9 @@ pub struct PipelineRun {
     pub records: u64,
     /// Batch processing time quantiles in ns: p50, p99, p99.9, max.
     pub batch_ns: [u64; 4],
+    /// Serial parts of the wall time: learning passes, and last packet to last record.
+    pub learn: Duration,
+    pub tail: Duration,
 }
 
 /// Everything measured on one capture.
@@ -263,6 +266,8 @@ fn pipeline(
             n("batch_ns_p999"),
             n("batch_ns_max"),
         ],
+        learn: ns("learn_ns"),
+        tail: ns("tail_ns"),
     })
 }
 
@@ -288,6 +293,8 @@ pub fn report_json(outcome: &crate::runtime::ReplayOutcome, sampler: AnonSampler
         "batch_ns_p99": h.value_at_quantile(0.99),
         "batch_ns_p999": h.value_at_quantile(0.999),
         "batch_ns_max": h.max(),
+        "learn_ns": outcome.learn.as_nanos() as u64,
+        "tail_ns": outcome.tail.as_nanos() as u64,
     })
     .to_string()
 }
@@ -397,7 +404,7 @@ pub fn render(results: &[CaptureBench]) -> String {
         );
         let _ = writeln!(
             s,
-            "{:<10} {:>7} {:>7} {:>7} {:>8} {:>7} {:>10} {:>18} {:>9} {:>7} {:>8} {:>23}",
+            "{:<10} {:>7} {:>7} {:>7} {:>8} {:>7} {:>10} {:>18} {:>9} {:>7} {:>8} {:>23} {:>15}",
             "pipeline",
             "workers",
             "Mpps",
@@ -409,7 +416,8 @@ pub fn render(results: &[CaptureBench]) -> String {
             "mem MiB",
             "B/flow",
             "flows",
-            "batch us p50/p99/p99.9"
+            "batch us p50/p99/p99.9",
+            "learn/tail ms"
         );
         for r in &b.runs {
             let secs = r.wall.as_secs_f64().max(1e-9);
@@ -418,7 +426,7 @@ pub fn render(results: &[CaptureBench]) -> String {
             let per = |d: Duration| d.as_nanos() as f64 / b.packets as f64;
             let _ = writeln!(
                 s,
-                "{:<10} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>7.1} {:>10.1} {:>18} {:>9.1} {:>7.0} {:>8} {:>23}",
+                "{:<10} {:>7} {:>7.2} {:>7.2} {:>8.1} {:>7.1} {:>10.1} {:>18} {:>9.1} {:>7.0} {:>8} {:>23} {:>15}",
                 if r.inspect { "full" } else { "flows" },
                 r.workers,
                 b.packets as f64 / secs / 1e6,
@@ -440,6 +448,11 @@ pub fn render(results: &[CaptureBench]) -> String {
                     us(r.batch_ns[0]),
                     us(r.batch_ns[1]),
                     us(r.batch_ns[2])
+                ),
+                format!(
+                    "{:.1}/{:.1}",
+                    r.learn.as_secs_f64() * 1e3,
+                    r.tail.as_secs_f64() * 1e3
                 ),
             );
         }

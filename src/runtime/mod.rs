@@ -7,5 +7,6 @@ pub mod bench_serve;
 pub mod replay;
 pub mod send;
 pub mod serve;
+pub mod window;
 
 pub use replay::{replay, stop_on_signals, ReplayError, ReplayOptions, ReplayOutcome};

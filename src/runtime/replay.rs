@@ -16,9 +16,10 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::window::{PendingWindow, WindowWriter};
 use crate::config::{InspectConfig, SessionMap, Timeouts};
 use crate::decap::{Tunnel, TunnelPorts};
-use crate::dispatch::{Batch, BatchPool, Dispatcher, QUEUE_BATCHES};
+use crate::dispatch::{Batch, BatchPool, Dispatcher, SessionKey, QUEUE_BATCHES};
 use crate::flow::{FlowTable, FlowTableStats};
 use crate::ingest::{CaptureError, CaptureFile};
 use crate::parse;
@@ -28,6 +29,12 @@ use crate::telemetry::{IngestStats, RunSummary};
 
 /// Frames read ahead at the start of each capture to learn interface MACs.
 const LEARN_FRAMES: usize = 100_000;
+
+/// The read-ahead ends early after this many frames in a row that showed no session not
+/// seen before, once every session seen has its MAC. Decoding all 100k frames took
+/// ~10 ms of serial time per capture, mostly spent re-confirming sessions learned in
+/// the first few frames, or on plain captures, which have no sessions to learn.
+const LEARN_QUIET_FRAMES: usize = 10_000;
 
 /// Records a worker gathers before handing them to the writer.
 const RECORD_BATCH: usize = 512;
@@ -67,6 +74,11 @@ pub struct ReplayOutcome {
     pub batch_ns: hdrhistogram::Histogram<u64>,
     /// CPU time per thread role: where a run's time went.
     pub cpu: ThreadCpu,
+    /// Wall time in the learning passes over the start of each capture, and from the
+    /// last packet read to the last record written (the tail: table flush and the last
+    /// windows' ordering and encoding). Both are serial: the other threads wait.
+    pub learn: std::time::Duration,
+    pub tail: std::time::Duration,
     pub capture_errors: Vec<CaptureError>,
     pub interrupted: bool,
 }
@@ -177,9 +189,12 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         None
     };
     let mut done_bytes = 0u64;
-    // The last capture's mapping, held here so that unmapping it (a page-table walk
-    // over the whole file, ~15 % of a flows-only worker's time when the worker dropped
-    // the last batch) happens on this thread while the writer finishes.
+    let mut learn = std::time::Duration::ZERO;
+    // The last capture's mapping, held here until the last record is written: unmapping
+    // it is a page-table walk over the whole file (~15 % of a flows-only worker's time
+    // when the worker dropped the last batch) under the address-space lock, and while
+    // that lock is held the writer's allocations wait (40 ms in the tail of a run whose
+    // capture was cached in 4 KiB pages).
     let mut last_mapping = None;
     'files: for path in &opts.captures {
         if stop.load(Ordering::Relaxed) {
@@ -208,11 +223,9 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         }
         // Learn each session's interface MAC from the start of the capture first, so
         // flow-direction does not depend on which flow happened to come first.
-        for frame in frames.clone().take(LEARN_FRAMES).flatten() {
-            if let Ok((ctx, view)) = parse::decode(frame.data, frame.link, opts.ports) {
-                dispatcher.learn(&ctx, &view);
-            }
-        }
+        let learn_t0 = Instant::now();
+        learn_sessions(frames.clone(), opts.ports, &mut dispatcher);
+        learn += learn_t0.elapsed();
         for (n, frame) in frames.enumerate() {
             let frame = match frame {
                 Ok(f) => f,
@@ -260,6 +273,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         b.finish_and_clear();
     }
     dispatcher.finish();
+    let read_done = started.elapsed();
     let mut cpu = ThreadCpu::default();
 
     let mut flows = FlowTableStats::default();
@@ -280,11 +294,12 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         flows.evicted += s.evicted;
         flows.peak_flows += s.peak_flows;
     }
-    drop(last_mapping);
-    cpu.ingest = thread_cpu_time().saturating_sub(ingest_cpu0);
     let (written, writer_cpu) = writer_thread
         .join()
         .map_err(|_| ReplayError::Output("the writer thread panicked".into()))?;
+    let elapsed = started.elapsed();
+    drop(last_mapping);
+    cpu.ingest = thread_cpu_time().saturating_sub(ingest_cpu0);
     cpu.writer = writer_cpu;
     let records_written =
         written.map_err(|e| ReplayError::Output(format!("writing records: {e}")))?;
@@ -293,14 +308,52 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
             ingest,
             flows,
             records_written,
-            elapsed: started.elapsed(),
+            elapsed,
             workers,
         },
+        learn,
+        tail: elapsed.saturating_sub(read_done),
         capture_errors,
         interrupted: stop.load(Ordering::Relaxed),
         batch_ns,
         cpu,
     })
+}
+
+/// The learning read-ahead over the start of one capture: up to `LEARN_FRAMES` frames,
+/// or until `LEARN_QUIET_FRAMES` in a row brought no new session while every session
+/// seen has its MAC. A session that first shows up later still learns its MAC from its
+/// own traffic during dispatch. Returns the frames read.
+fn learn_sessions(
+    frames: crate::ingest::capture_file::FrameIter<'_>,
+    ports: TunnelPorts,
+    dispatcher: &mut Dispatcher,
+) -> usize {
+    let mut seen: std::collections::HashSet<SessionKey> = Default::default();
+    let mut unlearned: std::collections::HashSet<SessionKey> = Default::default();
+    let mut quiet = 0;
+    let mut read = 0;
+    for frame in frames.take(LEARN_FRAMES).flatten() {
+        read += 1;
+        quiet += 1;
+        if let Ok((ctx, view)) = parse::decode(frame.data, frame.link, ports) {
+            if ctx.mirror_source.is_some() {
+                let session = (ctx.vni, ctx.mirror_source);
+                if seen.insert(session) {
+                    quiet = 0;
+                }
+                if dispatcher.learn(&ctx, &view).is_some() {
+                    unlearned.remove(&session);
+                } else {
+                    unlearned.insert(session);
+                }
+            }
+        }
+        if quiet >= LEARN_QUIET_FRAMES && unlearned.is_empty() {
+            break;
+        }
+    }
+    read
 }
 
 /// What workers tell the writer: records, and how far in packet time they have got.
@@ -382,7 +435,7 @@ fn run_worker(
 
 /// Holds each window's records until every worker is past it, then writes them in a
 /// stable order after the detectors have seen the whole window: so the output, findings
-/// included, is the same for any number of workers.
+/// included, is the same for any number of workers (see `window`).
 fn write_records(
     mut w: RecordWriter,
     rx: Receiver<ToWriter>,
@@ -390,20 +443,19 @@ fn write_records(
     workers: usize,
     interval_s: u64,
 ) -> std::io::Result<u64> {
-    let mut failure = None;
-    let mut pending: std::collections::BTreeMap<u64, Vec<FlowRecord>> = Default::default();
+    let mut failure: Option<std::io::Error> = None;
+    let mut pending: std::collections::BTreeMap<u64, PendingWindow> = Default::default();
+    let mut windows = WindowWriter::default();
     let mut marks = vec![0u64; workers];
     let mut held = 0usize;
-    let mut write = |batch: &mut Vec<FlowRecord>,
+    let mut write = |win: PendingWindow,
+                     windows: &mut WindowWriter,
                      w: &mut RecordWriter,
                      failure: &mut Option<std::io::Error>| {
-        sort_window(batch);
-        detector.observe(batch);
-        if failure.is_none() {
-            if let Err(e) = w.write_all(batch) {
-                // Keep draining so workers never block on a dead writer.
-                *failure = Some(e);
-            }
+        // Once the output failed, keep draining so workers never block on a dead writer.
+        let out = if failure.is_none() { Some(w) } else { None };
+        if let Err(e) = windows.seal(win, &mut detector, out) {
+            *failure = Some(e);
         }
     };
     for msg in rx {
@@ -413,15 +465,15 @@ fn write_records(
                 for r in recs {
                     pending
                         .entry(r.start - r.start % interval_s)
-                        .or_default()
+                        .or_insert_with(|| windows.take_window())
                         .push(r);
                 }
                 while held > MAX_PENDING_RECORDS {
-                    let Some((_, mut batch)) = pending.pop_first() else {
+                    let Some((_, win)) = pending.pop_first() else {
                         break;
                     };
-                    held -= batch.len();
-                    write(&mut batch, &mut w, &mut failure);
+                    held -= win.len();
+                    write(win, &mut windows, &mut w, &mut failure);
                 }
             }
             ToWriter::Watermark { worker, ns } => {
@@ -434,17 +486,17 @@ fn write_records(
                     {
                         break;
                     }
-                    let Some((_, mut batch)) = pending.pop_first() else {
+                    let Some((_, win)) = pending.pop_first() else {
                         break;
                     };
-                    held -= batch.len();
-                    write(&mut batch, &mut w, &mut failure);
+                    held -= win.len();
+                    write(win, &mut windows, &mut w, &mut failure);
                 }
             }
         }
     }
-    while let Some((_, mut batch)) = pending.pop_first() {
-        write(&mut batch, &mut w, &mut failure);
+    while let Some((_, win)) = pending.pop_first() {
+        write(win, &mut windows, &mut w, &mut failure);
     }
     match failure {
         Some(e) => Err(e),
@@ -452,160 +504,60 @@ fn write_records(
     }
 }
 
-/// An address as it sorts in output: `None` first, IPv4 before IPv6, then by octets.
-fn ip_order(a: Option<std::net::IpAddr>) -> (u8, u128) {
-    match a {
-        None => (0, 0),
-        Some(std::net::IpAddr::V4(v)) => (1, u128::from(u32::from(v))),
-        Some(std::net::IpAddr::V6(v)) => (2, u128::from(v)),
-    }
-}
-
-/// Puts one window's records in output order: start, VNI (`None` first), mirror source,
-/// srcaddr, srcport, dstaddr, dstport, protocol, end, packets, bytes. That is a total
-/// order on what a record says, so the output does not depend on the worker count or
-/// on thread timing.
-///
-/// Why ranks: with the three addresses compared as (family, u128) the key was 176
-/// bytes, and sorting a 47k-record window took 40-110 ms of the writer, serially after
-/// the last packet. A window holds few distinct addresses (thousands), so each is
-/// replaced by its rank among them, which compares the same and packs the key into
-/// seven words. Ranks come from one hash lookup per address and a sort of the distinct
-/// ones (a rank map filled and then looked up again was a third of the sort).
-fn sort_window(batch: &mut [FlowRecord]) {
-    // Each distinct address gets a slot in order of first sight (one hash lookup per
-    // address of a record), then a rank by sorting the slots.
-    let mut slot_of: std::collections::HashMap<(u8, u128), u32, ahash::RandomState> =
-        std::collections::HashMap::with_capacity_and_hasher(batch.len(), Default::default());
-    let mut addresses: Vec<(u8, u128)> = Vec::new();
-    let slots: Vec<[u32; 3]> = batch
-        .iter()
-        .map(|r| {
-            [r.mirror_source, Some(r.srcaddr), Some(r.dstaddr)].map(|a| {
-                let a = ip_order(a);
-                *slot_of.entry(a).or_insert_with(|| {
-                    addresses.push(a);
-                    (addresses.len() - 1) as u32
-                })
-            })
-        })
-        .collect();
-    drop(slot_of);
-    let mut by_address: Vec<u32> = (0..addresses.len() as u32).collect();
-    by_address.sort_unstable_by_key(|&s| addresses[s as usize]);
-    let mut rank = vec![0u64; addresses.len()];
-    for (i, s) in by_address.iter().enumerate() {
-        rank[*s as usize] = i as u64;
-    }
-    let rank_of = |slot: u32| rank[slot as usize];
-    // Each key carries its record's index, so equal keys keep arrival order.
-    let mut keys: Vec<([u64; 7], u32)> = batch
-        .iter()
-        .zip(&slots)
-        .enumerate()
-        .map(|(i, (r, [ms, src, dst]))| {
-            (
-                [
-                    r.start,
-                    // A VNI has 24 bits and a window fewer than 2^32 addresses, so each
-                    // packed field keeps its place in the order.
-                    (r.vni.map_or(0, |v| u64::from(v) + 1) << 32) | rank_of(*ms),
-                    (rank_of(*src) << 16) | u64::from(r.srcport),
-                    (rank_of(*dst) << 24) | (u64::from(r.dstport) << 8) | u64::from(r.protocol),
-                    r.end,
-                    r.packets,
-                    r.bytes,
-                ],
-                i as u32,
-            )
-        })
-        .collect();
-    keys.sort_unstable();
-    // Apply the order in place: position i takes the record the i-th key names,
-    // following the chain of earlier swaps (as `sort_by_cached_key` does).
-    let mut order: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
-    for i in 0..order.len() {
-        let mut at = order[i] as usize;
-        while at < i {
-            at = order[at] as usize;
-        }
-        order[i] = at as u32;
-        batch.swap(i, at);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::LogStatus;
-    use std::net::IpAddr;
 
-    /// The output order spelled out field by field, as the doc of `sort_window` says.
-    fn reference_key(r: &FlowRecord) -> impl Ord {
-        (
-            r.start,
-            r.vni.map_or(0, |v| u64::from(v) + 1),
-            ip_order(r.mirror_source),
-            ip_order(Some(r.srcaddr)),
-            r.srcport,
-            ip_order(Some(r.dstaddr)),
-            r.dstport,
-            r.protocol,
-            (r.end, r.packets, r.bytes),
-        )
-    }
-
+    /// The read-ahead stops once quiet, and learns what reading all of it learns: on a
+    /// plain capture (no sessions) after the quiet stretch, on a VXLAN one soon after
+    /// its session's MAC.
     #[test]
-    fn window_order_is_the_field_by_field_order() {
-        // Few distinct values per field, so most records tie on the first fields and
-        // the later ones decide; IPv4, IPv6 and missing mirror sources mixed.
-        let addrs: Vec<IpAddr> = [
-            "10.0.0.1",
-            "10.0.0.2",
-            "255.255.255.255",
-            "::1",
-            "::ffff:10.0.0.1",
-            "2001:db8::1",
-            "0.0.0.0",
-        ]
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
-        // Many records share a key; their `truncated_packets` (not part of the key)
-        // shows they keep arrival order.
-        let batch: Vec<FlowRecord> = (0..5000)
-            .map(|i| {
-                let pick = |k: u64| addrs[k as usize];
-                let mut r = FlowRecord::status_only(
-                    None,
-                    [None, Some(0), Some(7), Some(0xff_ffff)][next(4) as usize],
-                    [None, Some(pick(next(7)))][next(2) as usize],
-                    LogStatus::Ok,
-                    1_700_000_000 + next(3),
-                    1_700_000_000 + next(5),
-                );
-                r.srcaddr = pick(next(7));
-                r.dstaddr = pick(next(7));
-                r.srcport = [0, 80, 443, 65535][next(4) as usize];
-                r.dstport = [0, 53, 65535][next(3) as usize];
-                r.protocol = [1, 6, 17, 255][next(4) as usize];
-                r.packets = next(3);
-                r.bytes = next(2);
-                r.truncated_packets = i;
-                r
-            })
-            .collect();
-        let mut expected = batch.clone();
-        expected.sort_by_key(reference_key);
-        let mut sorted = batch.clone();
-        sort_window(&mut sorted);
-        assert!(sorted == expected);
+    fn learning_stops_once_quiet_and_learns_the_same_macs() {
+        let dir = std::env::temp_dir().join(format!("mf-learn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for vxlan in [None, Some(77)] {
+            let path = dir.join(format!("learn-{vxlan:?}.pcap"));
+            let g = crate::gen::GenOptions {
+                flows: 1500,
+                seed: 3,
+                vxlan,
+                truncate: None,
+                ipv6_share: 0.2,
+                delayed_ack: false,
+            };
+            crate::gen::write_capture(&path, &g).unwrap();
+            let cap = CaptureFile::open(&path).unwrap();
+            let frames = cap.frames().unwrap();
+            let total = frames.clone().count();
+            assert!(total > 2 * LEARN_QUIET_FRAMES, "{total} frames");
+            let learned = |d: &Dispatcher| {
+                d.learned_macs()
+                    .map(|(k, m)| (*k, *m))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            };
+            let dispatcher = || {
+                let (tx, _rx) = bounded(1);
+                Dispatcher::new(vec![tx], Arc::new(SessionMap::default()))
+            };
+            let mut early = dispatcher();
+            let read = learn_sessions(frames.clone(), TunnelPorts::default(), &mut early);
+            let mut full = dispatcher();
+            for frame in frames.take(LEARN_FRAMES).flatten() {
+                if let Ok((ctx, view)) =
+                    parse::decode(frame.data, frame.link, TunnelPorts::default())
+                {
+                    full.learn(&ctx, &view);
+                }
+            }
+            assert_eq!(learned(&early), learned(&full), "{vxlan:?}");
+            match vxlan {
+                None => assert_eq!(read, LEARN_QUIET_FRAMES),
+                Some(_) => {
+                    assert_eq!(learned(&early).len(), 1);
+                    assert!(read < 2 * LEARN_QUIET_FRAMES, "read {read}");
+                }
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

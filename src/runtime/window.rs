@@ -1,0 +1,487 @@
+//! Window: the replay writer's holding area for one aggregation window, and the sealing
+//! that writes it in a stable order.
+//!
+//! A window's records wait until every worker is past it, so that the output (findings
+//! included) does not depend on the worker count. The last big window is sealed only
+//! after the last packet, when the writer is the one thread left working, so what can
+//! be done earlier is: as records arrive, each address gets its slot among the
+//! window's distinct addresses, and sealing is left with ranking those, sorting one
+//! 128-bit key per record, the detectors and the encoding. A written window is emptied
+//! on a thread of its own and comes back for reuse.
+
+use std::net::IpAddr;
+
+use crate::detect::Detector;
+use crate::record::FlowRecord;
+use crate::sink::RecordWriter;
+
+type SlotMap = std::collections::HashMap<(u8, u128), u32, ahash::RandomState>;
+
+/// An address as it sorts in output: `None` first, IPv4 before IPv6, then by octets.
+fn ip_order(a: Option<IpAddr>) -> (u8, u128) {
+    match a {
+        None => (0, 0),
+        Some(IpAddr::V4(v)) => (1, u128::from(u32::from(v))),
+        Some(IpAddr::V6(v)) => (2, u128::from(v)),
+    }
+}
+
+/// The records of one window not yet written, with what sealing needs from each.
+#[derive(Default)]
+pub struct PendingWindow {
+    records: Vec<FlowRecord>,
+    /// Per record: the slots of its mirror source, srcaddr and dstaddr.
+    slots: Vec<[u32; 3]>,
+    /// Each distinct address of the window, in order of first sight (its slot).
+    addresses: Vec<(u8, u128)>,
+    slot_of: SlotMap,
+    /// The last mirror source seen and its slot: a session's records share one, so
+    /// this skips a third of the lookups.
+    last_source: Option<((u8, u128), u32)>,
+}
+
+impl PendingWindow {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn push(&mut self, r: FlowRecord) {
+        let source = ip_order(r.mirror_source);
+        let ms = match self.last_source {
+            Some((a, slot)) if a == source => slot,
+            _ => {
+                let slot = self.slot(source);
+                self.last_source = Some((source, slot));
+                slot
+            }
+        };
+        let src = self.slot(ip_order(Some(r.srcaddr)));
+        let dst = self.slot(ip_order(Some(r.dstaddr)));
+        self.slots.push([ms, src, dst]);
+        self.records.push(r);
+    }
+
+    fn slot(&mut self, a: (u8, u128)) -> u32 {
+        let addresses = &mut self.addresses;
+        *self.slot_of.entry(a).or_insert_with(|| {
+            addresses.push(a);
+            (addresses.len() - 1) as u32
+        })
+    }
+
+    /// Bytes the window's buffers hold (their capacity, not what is in use).
+    fn capacity_bytes(&self) -> usize {
+        use std::mem::size_of;
+        self.records.capacity() * size_of::<FlowRecord>()
+            + self.slots.capacity() * size_of::<[u32; 3]>()
+            + self.addresses.capacity() * size_of::<(u8, u128)>()
+            + self.slot_of.capacity() * (size_of::<((u8, u128), u32)>() + 1)
+    }
+
+    /// Empties the window, keeping its allocations.
+    fn clear(&mut self) {
+        self.records.clear();
+        self.slots.clear();
+        self.addresses.clear();
+        self.slot_of.clear();
+        self.last_source = None;
+    }
+}
+
+/// Seals windows: orders, detects, writes. Holds the scratch space of sealing and the
+/// emptied windows for reuse.
+#[derive(Default)]
+pub struct WindowWriter {
+    by_address: Vec<u32>,
+    rank: Vec<u64>,
+    keys: Vec<([u64; 7], u32)>,
+    packed: Vec<(u128, u32)>,
+    order: Vec<u32>,
+    recycler: Option<Recycler>,
+}
+
+/// Empties written windows on a thread of its own and hands them back for reuse.
+/// Emptying a window of ~50k records (freeing their payload facts and findings) took
+/// 6-9 ms, and the last big window is sealed after the last packet, when the writer
+/// is the only thread left working: there it delayed the end of the run. Reuse keeps a
+/// steady run from asking the kernel for fresh pages for every window.
+struct Recycler {
+    to_empty: crossbeam_channel::Sender<PendingWindow>,
+    emptied: crossbeam_channel::Receiver<PendingWindow>,
+}
+
+/// Emptied windows kept for reuse. The writer fills one window while the one before
+/// waits to be sealed, so one spare is all a steady run takes.
+const SPARE_WINDOWS: usize = 1;
+
+/// A window whose buffers hold more than this is freed on the writer rather than
+/// recycled: recycling is for the steady state (a 47k-record window holds about 10 MB),
+/// not for the 200k-record windows of a flood. Those kept in a spare, or freed on
+/// another thread while the next one filled, raised the peak memory of a 1M-flow SYN
+/// flood by a fifth and doubled the writer's time in the allocator.
+const SPARE_MAX_BYTES: usize = 32 << 20;
+
+impl Recycler {
+    /// The thread ends when the writer drops its side; windows still queued are
+    /// freed by it, not waited for.
+    fn start() -> Recycler {
+        let (to_empty, dirty) = crossbeam_channel::unbounded::<PendingWindow>();
+        let (back, emptied) = crossbeam_channel::bounded(SPARE_WINDOWS);
+        let spawned = std::thread::Builder::new()
+            .name("mf-recycle".into())
+            .spawn(move || {
+                for mut win in dirty {
+                    win.clear();
+                    // Beyond the spares (or once the writer is gone) it is freed.
+                    let _ = back.try_send(win);
+                }
+            });
+        if spawned.is_err() {
+            // Sends then fail and the writer empties windows itself.
+            let (to_empty, _) = crossbeam_channel::bounded(0);
+            return Recycler { to_empty, emptied };
+        }
+        Recycler { to_empty, emptied }
+    }
+}
+impl WindowWriter {
+    /// An empty window: one written earlier and emptied by the recycler, or new.
+    pub fn take_window(&mut self) -> PendingWindow {
+        self.recycler
+            .as_ref()
+            .and_then(|r| r.emptied.try_recv().ok())
+            .unwrap_or_default()
+    }
+
+    /// The window's records in output order: start, VNI (`None` first), mirror source,
+    /// srcaddr, srcport, dstaddr, dstport, protocol, end, packets, bytes. That is a
+    /// total order on what a record says, so the output does not depend on the worker
+    /// count or on thread timing; equal records keep arrival order.
+    ///
+    /// Why ranks: with the three addresses compared as (family, u128) the key was 176
+    /// bytes, and sorting a 47k-record window took 40-110 ms. A window holds few
+    /// distinct addresses (thousands), so each is replaced by its rank among them,
+    /// which compares the same and takes a few bits.
+    fn order(&mut self, win: &PendingWindow) -> &[u32] {
+        self.by_address.clear();
+        self.by_address.extend(0..win.addresses.len() as u32);
+        self.by_address
+            .sort_unstable_by_key(|&s| win.addresses[s as usize]);
+        self.rank.clear();
+        self.rank.resize(win.addresses.len(), 0);
+        for (i, s) in self.by_address.iter().enumerate() {
+            self.rank[*s as usize] = i as u64;
+        }
+        if !self.order_packed(win) {
+            self.order_wide(win);
+        }
+        &self.order
+    }
+
+    /// The order through one 128-bit key per record: start (from the window's first
+    /// second), VNI, the three ranks, ports and protocol, each in as few bits as the
+    /// window needs (about 115 at most for 47k records of one session). Sorting 32-byte
+    /// elements instead of 64 halved the sort. Records equal in all of that (rare: one
+    /// connection's direction split by an idle timeout within one second) are then
+    /// ordered by end, packets, bytes and arrival. False when the window needs more
+    /// than 128 bits.
+    fn order_packed(&mut self, win: &PendingWindow) -> bool {
+        let bits = |max: u64| 64 - max.leading_zeros();
+        let first = win.records.iter().map(|r| r.start).min().unwrap_or(0);
+        let last = win.records.iter().map(|r| r.start).max().unwrap_or(0);
+        let vni_max = win
+            .records
+            .iter()
+            .map(|r| r.vni.map_or(0, |v| u64::from(v) + 1))
+            .max()
+            .unwrap_or(0);
+        let (start_bits, vni_bits) = (bits(last - first), bits(vni_max));
+        let rank_bits = bits(win.addresses.len().saturating_sub(1) as u64);
+        if start_bits + vni_bits + 3 * rank_bits + 40 > 128 {
+            return false;
+        }
+        let rank = &self.rank;
+        self.packed.clear();
+        self.packed
+            .extend(win.records.iter().zip(&win.slots).enumerate().map(
+                |(i, (r, [ms, src, dst]))| {
+                    let mut k = u128::from(r.start - first);
+                    let mut put = |value: u64, width: u32| {
+                        k = (k << width) | u128::from(value);
+                    };
+                    put(r.vni.map_or(0, |v| u64::from(v) + 1), vni_bits);
+                    put(rank[*ms as usize], rank_bits);
+                    put(rank[*src as usize], rank_bits);
+                    put(u64::from(r.srcport), 16);
+                    put(rank[*dst as usize], rank_bits);
+                    put(u64::from(r.dstport), 16);
+                    put(u64::from(r.protocol), 8);
+                    (k, i as u32)
+                },
+            ));
+        self.packed.sort_unstable();
+        let records = &win.records;
+        for run in self.packed.chunk_by_mut(|a, b| a.0 == b.0) {
+            if run.len() > 1 {
+                run.sort_unstable_by_key(|&(_, i)| {
+                    let r = &records[i as usize];
+                    (r.end, r.packets, r.bytes, i)
+                });
+            }
+        }
+        self.order.clear();
+        self.order.extend(self.packed.iter().map(|(_, i)| *i));
+        true
+    }
+
+    /// The order through seven 64-bit words per record, for windows whose key does not
+    /// fit 128 bits (hundreds of thousands of addresses, or starts spread wide).
+    fn order_wide(&mut self, win: &PendingWindow) {
+        let rank = &self.rank;
+        self.keys.clear();
+        self.keys
+            .extend(win.records.iter().zip(&win.slots).enumerate().map(
+                |(i, (r, [ms, src, dst]))| {
+                    let rank_of = |slot: &u32| rank[*slot as usize];
+                    (
+                        [
+                            r.start,
+                            // A VNI has 24 bits and a window fewer than 2^32 addresses, so
+                            // each packed field keeps its place in the order.
+                            (r.vni.map_or(0, |v| u64::from(v) + 1) << 32) | rank_of(ms),
+                            (rank_of(src) << 16) | u64::from(r.srcport),
+                            (rank_of(dst) << 24)
+                                | (u64::from(r.dstport) << 8)
+                                | u64::from(r.protocol),
+                            r.end,
+                            r.packets,
+                            r.bytes,
+                        ],
+                        i as u32,
+                    )
+                },
+            ));
+        // The index is part of the key, so equal records keep arrival order.
+        self.keys.sort_unstable();
+        self.order.clear();
+        self.order.extend(self.keys.iter().map(|(_, i)| *i));
+    }
+
+    /// Writes one window in output order after the detectors have seen it in that
+    /// order, then hands it to the recycler. `w` is `None` once the output has failed
+    /// (the records are still consumed, so workers never block on a dead writer).
+    pub fn seal(
+        &mut self,
+        mut win: PendingWindow,
+        detector: &mut Detector,
+        w: Option<&mut RecordWriter>,
+    ) -> std::io::Result<()> {
+        self.order(&win);
+        // Records moved into order once: the detectors and the encoder then read them
+        // front to back (visiting them through the order instead cost more in cache
+        // misses than the moves).
+        permute(&mut win.records, &mut self.order);
+        detector.observe(&mut win.records);
+        let result = match w {
+            Some(w) => w.write_all(&win.records),
+            None => Ok(()),
+        };
+        if win.capacity_bytes() > SPARE_MAX_BYTES {
+            // A flood's window: freed here, not kept (see `SPARE_MAX_BYTES`).
+            drop(win);
+        } else {
+            let recycler = self.recycler.get_or_insert_with(Recycler::start);
+            if let Err(e) = recycler.to_empty.send(win) {
+                // No recycler thread: the window is freed here.
+                drop(e.into_inner());
+            }
+        }
+        result
+    }
+}
+
+/// Puts `records` in the order `order` gives (position k takes the record at
+/// `order[k]`), following the chain of earlier swaps as `sort_by_cached_key` does.
+/// `order` is used up.
+fn permute(records: &mut [FlowRecord], order: &mut [u32]) {
+    for i in 0..order.len() {
+        let mut at = order[i] as usize;
+        while at < i {
+            at = order[at] as usize;
+        }
+        order[i] = at as u32;
+        records.swap(i, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{LogStatus, RecordFormat};
+
+    /// The output order spelled out field by field, as the doc of `order` says.
+    fn reference_key(r: &FlowRecord) -> impl Ord {
+        (
+            r.start,
+            r.vni.map_or(0, |v| u64::from(v) + 1),
+            ip_order(r.mirror_source),
+            ip_order(Some(r.srcaddr)),
+            r.srcport,
+            ip_order(Some(r.dstaddr)),
+            r.dstport,
+            r.protocol,
+            (r.end, r.packets, r.bytes),
+        )
+    }
+
+    /// Many records that tie on the first fields, so the later ones decide; IPv4,
+    /// IPv6 and missing mirror sources mixed; `truncated_packets` (not part of the
+    /// order) numbers them in arrival order.
+    fn records(n: u64, seed: u64) -> Vec<FlowRecord> {
+        let addrs: Vec<IpAddr> = [
+            "10.0.0.1",
+            "10.0.0.2",
+            "255.255.255.255",
+            "::1",
+            "::ffff:10.0.0.1",
+            "2001:db8::1",
+            "0.0.0.0",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        let mut x = seed;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        (0..n)
+            .map(|i| {
+                let pick = |k: u64| addrs[k as usize];
+                let mut r = FlowRecord::status_only(
+                    None,
+                    [None, Some(0), Some(7), Some(0xff_ffff)][next(4) as usize],
+                    [None, Some(pick(next(7)))][next(2) as usize],
+                    LogStatus::Ok,
+                    1_700_000_000 + next(3),
+                    1_700_000_000 + next(5),
+                );
+                r.srcaddr = pick(next(7));
+                r.dstaddr = pick(next(7));
+                r.srcport = [0, 80, 443, 65535][next(4) as usize];
+                r.dstport = [0, 53, 65535][next(3) as usize];
+                r.protocol = [1, 6, 17, 255][next(4) as usize];
+                r.packets = next(3);
+                r.bytes = next(2);
+                r.truncated_packets = i;
+                r
+            })
+            .collect()
+    }
+
+    fn window_of(records: &[FlowRecord]) -> PendingWindow {
+        let mut win = PendingWindow::default();
+        for r in records {
+            win.push(r.clone());
+        }
+        win
+    }
+
+    #[test]
+    fn window_order_is_the_field_by_field_order_and_stable() {
+        let batch = records(5000, 0x9e37_79b9_7f4a_7c15);
+        let mut expected = batch.clone();
+        expected.sort_by_key(reference_key);
+        let mut ww = WindowWriter::default();
+        // Both key layouts, and a window and scratch used before, give that order.
+        for packed in [true, false, true] {
+            let win = window_of(&batch);
+            ww.order(&win);
+            if packed {
+                assert!(ww.order_packed(&win));
+            } else {
+                ww.order_wide(&win);
+            }
+            let order = ww.order.clone();
+            let mut sorted = win.records.clone();
+            permute(&mut sorted, &mut order.clone());
+            assert!(sorted == expected);
+            let in_order: Vec<FlowRecord> =
+                order.iter().map(|&i| batch[i as usize].clone()).collect();
+            assert!(in_order == expected);
+            drop(win);
+        }
+    }
+
+    #[test]
+    fn windows_too_wide_for_128_bits_take_the_wide_key() {
+        let mut batch = records(500, 3);
+        // Starts 2^60 s apart need 61 bits: with VNIs (25), ranks and ports, over 128.
+        batch[7].start = 1 << 60;
+        batch[9].vni = Some(0xff_ffff);
+        let mut expected = batch.clone();
+        expected.sort_by_key(reference_key);
+        let mut ww = WindowWriter::default();
+        let win = window_of(&batch);
+        let order = ww.order(&win).to_vec();
+        assert!(!ww.order_packed(&win));
+        let in_order: Vec<FlowRecord> = order.iter().map(|&i| batch[i as usize].clone()).collect();
+        assert!(in_order == expected);
+    }
+
+    /// A sealed window is written as the records sorted field by field, with the
+    /// findings the detectors give them in that order, in text and JSON.
+    #[test]
+    fn sealed_window_is_the_sorted_window_with_its_findings() {
+        let dir = std::env::temp_dir().join(format!("mf-window-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // Failed TCP attempts from one source to many ports: the port-scan detector
+        // gives findings to some records.
+        let mut batch = records(3000, 7);
+        for (i, r) in batch.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                r.srcaddr = "10.9.9.9".parse().unwrap();
+                r.dstport = 1000 + i as u16;
+                r.protocol = 6;
+                r.conn_state = "S0";
+                r.tcp_flags = 2;
+                r.packets = 1;
+            }
+        }
+        for (fmt, format) in [
+            ("text", RecordFormat::default_text()),
+            ("json", RecordFormat::json()),
+        ] {
+            let path = dir.join(format!("out.{fmt}"));
+            let mut w = RecordWriter::open(
+                &crate::sink::Destination::File(path.clone()),
+                format.clone(),
+            )
+            .unwrap();
+            let mut ww = WindowWriter::default();
+            let mut det = Detector::new(Default::default(), 600);
+            let win = window_of(&batch);
+            ww.seal(win, &mut det, Some(&mut w)).unwrap();
+            w.finish().unwrap();
+            let got = std::fs::read_to_string(&path).unwrap();
+
+            let mut expected = batch.clone();
+            expected.sort_by_key(reference_key);
+            let mut det = Detector::new(Default::default(), 600);
+            det.observe(&mut expected);
+            assert!(expected.iter().any(|r| !r.detections.is_empty()));
+            let mut want = String::new();
+            for r in &expected {
+                format.write(r, &mut want);
+            }
+            assert_eq!(got, want, "{fmt}");
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
