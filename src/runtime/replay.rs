@@ -94,15 +94,7 @@ pub struct ThreadCpu {
     pub writer: std::time::Duration,
 }
 
-/// CPU time the calling thread has used.
-pub fn thread_cpu_time() -> std::time::Duration {
-    // SAFETY: clock_gettime writes the timespec we pass.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return std::time::Duration::ZERO;
-    }
-    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+pub use crate::telemetry::thread_cpu_time;
 
 /// A failure that stopped the run as a whole (the output could not be written).
 #[derive(Debug)]
@@ -137,8 +129,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
             let detector = crate::detect::Detector::new(opts.detect.clone(), opts.interval_s);
             let interval = opts.interval_s;
             move || {
-                let r = write_records(writer, rec_rx, detector, workers, interval);
-                (r, thread_cpu_time())
+                let (r, helpers) = write_records(writer, rec_rx, detector, workers, interval);
+                (r, thread_cpu_time() + helpers)
             }
         })
         .map_err(|e| ReplayError::Output(format!("cannot start writer thread: {e}")))?;
@@ -435,14 +427,15 @@ fn run_worker(
 
 /// Holds each window's records until every worker is past it, then writes them in a
 /// stable order after the detectors have seen the whole window: so the output, findings
-/// included, is the same for any number of workers (see `window`).
+/// included, is the same for any number of workers (see `window`). Also returns the CPU
+/// time of the output's encoding helpers, which is the writer's work too.
 fn write_records(
     mut w: RecordWriter,
     rx: Receiver<ToWriter>,
     mut detector: crate::detect::Detector,
     workers: usize,
     interval_s: u64,
-) -> std::io::Result<u64> {
+) -> (std::io::Result<u64>, std::time::Duration) {
     let mut failure: Option<std::io::Error> = None;
     let mut pending: std::collections::BTreeMap<u64, PendingWindow> = Default::default();
     let mut windows = WindowWriter::default();
@@ -498,10 +491,12 @@ fn write_records(
     while let Some((_, win)) = pending.pop_first() {
         write(win, &mut windows, &mut w, &mut failure);
     }
-    match failure {
+    let helpers = w.helper_cpu();
+    let result = match failure {
         Some(e) => Err(e),
         None => w.finish(),
-    }
+    };
+    (result, helpers)
 }
 
 #[cfg(test)]
