@@ -323,26 +323,32 @@ fn learn_sessions(
 ) -> usize {
     let mut seen: std::collections::HashSet<SessionKey> = Default::default();
     let mut unlearned: std::collections::HashSet<SessionKey> = Default::default();
+    // Frames come in runs from one session: one whose MAC is known needs no lookups.
+    let mut last_learned: Option<SessionKey> = None;
     let mut quiet = 0;
     let mut read = 0;
     for frame in frames.take(LEARN_FRAMES).flatten() {
+        if quiet >= LEARN_QUIET_FRAMES && unlearned.is_empty() {
+            break;
+        }
         read += 1;
         quiet += 1;
         if let Ok((ctx, view)) = parse::decode(frame.data, frame.link, ports) {
             if ctx.mirror_source.is_some() {
                 let session = (ctx.vni, ctx.mirror_source);
+                if last_learned == Some(session) {
+                    continue;
+                }
                 if seen.insert(session) {
                     quiet = 0;
                 }
                 if dispatcher.learn(&ctx, &view).is_some() {
                     unlearned.remove(&session);
+                    last_learned = Some(session);
                 } else {
                     unlearned.insert(session);
                 }
             }
-        }
-        if quiet >= LEARN_QUIET_FRAMES && unlearned.is_empty() {
-            break;
         }
     }
     read
