@@ -25,7 +25,7 @@ use crate::ingest::{CaptureError, CaptureFile};
 use crate::parse;
 use crate::record::{FlowRecord, RecordFormat};
 use crate::sink::{Destination, RecordWriter};
-use crate::telemetry::{IngestStats, RunSummary};
+use crate::telemetry::{thread_cpu_time, IngestStats, RunSummary};
 
 /// Frames read ahead at the start of each capture to learn interface MACs.
 const LEARN_FRAMES: usize = 100_000;
@@ -93,8 +93,6 @@ pub struct ThreadCpu {
     /// The writer: ordering, detectors, encoding, output.
     pub writer: std::time::Duration,
 }
-
-pub use crate::telemetry::thread_cpu_time;
 
 /// A failure that stopped the run as a whole (the output could not be written).
 #[derive(Debug)]

@@ -127,11 +127,12 @@ const SPARE_MAX_BYTES: usize = 32 << 20;
 
 impl Recycler {
     /// The thread ends when the writer drops its side; windows still queued are
-    /// freed by it, not waited for.
+    /// freed by it, not waited for. When no thread can be started, its receiving end
+    /// is dropped with the closure: sends fail and the writer frees windows itself.
     fn start() -> Recycler {
         let (to_empty, dirty) = crossbeam_channel::unbounded::<PendingWindow>();
         let (back, emptied) = crossbeam_channel::bounded(SPARE_WINDOWS);
-        let spawned = std::thread::Builder::new()
+        let _ = std::thread::Builder::new()
             .name("mf-recycle".into())
             .spawn(move || {
                 for mut win in dirty {
@@ -140,14 +141,10 @@ impl Recycler {
                     let _ = back.try_send(win);
                 }
             });
-        if spawned.is_err() {
-            // Sends then fail and the writer empties windows itself.
-            let (to_empty, _) = crossbeam_channel::bounded(0);
-            return Recycler { to_empty, emptied };
-        }
         Recycler { to_empty, emptied }
     }
 }
+
 impl WindowWriter {
     /// An empty window: one written earlier and emptied by the recycler, or new.
     pub fn take_window(&mut self) -> PendingWindow {
@@ -184,7 +181,7 @@ impl WindowWriter {
 
     /// The order through one 128-bit key per record: start (from the window's first
     /// second), VNI, the three ranks, ports and protocol, each in as few bits as the
-    /// window needs (about 115 at most for 47k records of one session). Sorting 32-byte
+    /// window needs (89 for the gen capture's 47k-record windows). Sorting 32-byte
     /// elements instead of 64 halved the sort. Records equal in all of that (rare: one
     /// connection's direction split by an idle timeout within one second) are then
     /// ordered by end, packets, bytes and arrival. False when the window needs more
