@@ -105,18 +105,20 @@ impl RecordWriter {
                     Err(_) => None,
                 }
             });
-            let rest = rest.map(|(rest, cpu)| {
-                self.helper_cpu += cpu;
-                rest
-            });
-            let rest = rest.unwrap_or_else(|| {
-                // No helper thread (or it failed): encode the second half here.
-                let mut rest = String::new();
-                for r in second {
-                    self.format.write(r, &mut rest);
+            let rest = match rest {
+                Some((rest, cpu)) => {
+                    self.helper_cpu += cpu;
+                    rest
                 }
-                rest
-            });
+                // No helper thread (or it failed): the second half is encoded here.
+                None => {
+                    let mut rest = String::new();
+                    for r in second {
+                        self.format.write(r, &mut rest);
+                    }
+                    rest
+                }
+            };
             self.out.write_all(self.line.as_bytes())?;
             self.out.write_all(rest.as_bytes())?;
             self.rest = rest;
