@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::config::SessionMap;
 use crate::decap::MirrorContext;
+use crate::flow::table::LATE_PACKET_GRACE_NS;
 use crate::flow::FlowPacket;
 use crate::parse::{FlowKey, Fragment, PacketView};
 use crate::record::FlowDirection;
@@ -90,6 +91,8 @@ pub struct Dispatcher {
     /// Learned interface MAC per (VNI, mirror source).
     eni_macs: FxHashMap<SessionKey, [u8; 6]>,
     seq: u64,
+    /// The latest packet time seen, in arrival order (see `push`).
+    clock_ns: u64,
     overflow: Overflow,
     interval_s: u64,
     /// Packets dropped on full queues, per session and window start.
@@ -125,6 +128,7 @@ impl Dispatcher {
             sessions,
             eni_macs: FxHashMap::default(),
             seq: 0,
+            clock_ns: 0,
             overflow,
             interval_s: interval_s.max(1),
             drops: FxHashMap::default(),
@@ -173,6 +177,19 @@ impl Dispatcher {
         payload_at: usize,
         stats: &mut IngestStats,
     ) {
+        // Time does not run backwards here: a packet stamped more than the late-packet
+        // grace before the latest one seen counts as of that moment (as Zeek's network
+        // time does). Captures merged out of time order (one corpus pcapng has a flow
+        // 56 minutes older than the frames before it) otherwise opened flows in windows
+        // the writer may already have sealed, and the output order then depended on
+        // which worker reported first. Decided here, in arrival order, so it is the
+        // same for any number of workers.
+        self.clock_ns = self.clock_ns.max(ts_ns);
+        let floor = self.clock_ns.saturating_sub(LATE_PACKET_GRACE_NS);
+        if ts_ns < floor {
+            stats.late_packets += 1;
+        }
+        let ts_ns = ts_ns.max(floor);
         let (mut src_port, mut dst_port) = (v.src_port, v.dst_port);
         match v.fragment {
             Fragment::First { id } if v.ports_known => {
@@ -347,6 +364,39 @@ mod tests {
                 assert!(c.abs_diff(fair) < fair / 10, "{n} workers: {per_worker:?}");
             }
         }
+    }
+
+    /// Time does not run backwards: a packet more than the grace older than the latest
+    /// is counted as of the latest minus the grace (and counted as late); one within
+    /// the grace keeps its own time.
+    #[test]
+    fn packets_older_than_the_grace_count_as_of_the_clock() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let mut d = Dispatcher::new(vec![tx], Arc::new(SessionMap::default()));
+        let v = PacketView::ip(
+            IpAddr::from([10, 0, 0, 1]),
+            IpAddr::from([10, 0, 0, 2]),
+            17,
+            60,
+            false,
+            Fragment::No,
+            None,
+            None,
+        );
+        let s = 1_000_000_000u64;
+        let mut stats = IngestStats::default();
+        let buffer = bytes::Bytes::new();
+        for ts in [100 * s, 101 * s, 40 * s, 98 * s, 102 * s] {
+            d.push(&MirrorContext::default(), &v, ts, &buffer, 0, &mut stats);
+        }
+        drop(d.finish());
+        let times: Vec<u64> = rx
+            .try_iter()
+            .flat_map(|b| b.packets)
+            .map(|p| p.ts_ns)
+            .collect();
+        assert_eq!(times, [100 * s, 101 * s, 96 * s, 98 * s, 102 * s]);
+        assert_eq!(stats.late_packets, 1);
     }
 
     #[test]

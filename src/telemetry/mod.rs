@@ -33,6 +33,9 @@ pub struct IngestStats {
     pub fragment_evictions: u64,
     /// Capture files with damage (their intact part was processed).
     pub damaged_captures: u64,
+    /// Packets stamped more than the late-packet grace before the latest packet seen,
+    /// counted as of that moment instead (captures not in time order).
+    pub late_packets: u64,
 }
 
 impl IngestStats {
@@ -101,6 +104,7 @@ impl RunSummary {
         let _ = writeln!(s, "  non-IP frames     {:>14}", i.not_ip());
         let _ = writeln!(s, "  truncated packets {:>14}", i.truncated);
         let _ = writeln!(s, "  orphan fragments  {:>14}", i.orphan_fragments);
+        let _ = writeln!(s, "  late packets      {:>14}", i.late_packets);
         let _ = writeln!(s, "  inspection gaps   {:>14}", self.flows.inspect_gaps);
         let _ = writeln!(s, "  damaged captures  {:>14}", i.damaged_captures);
         let _ = writeln!(s, "  workers           {:>14}", self.workers);
