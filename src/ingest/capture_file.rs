@@ -261,6 +261,7 @@ impl<'a> FrameIter<'a> {
         }))
     }
 
+    #[inline(always)]
     fn next_pcap(
         &mut self,
         big_endian: bool,
@@ -424,6 +425,7 @@ fn describe(e: &nom::Err<PcapError<&[u8]>>, what: &str, available: usize) -> Str
 impl<'a> Iterator for FrameIter<'a> {
     type Item = Result<Frame<'a>, CaptureError>;
 
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;

@@ -107,7 +107,7 @@ pub enum ParseError {
 
 /// Decap + parse of one captured frame: the fast path for common shapes, else the
 /// general `decap::decapsulate` + [`view`] (which agree; see `fast`).
-#[inline]
+#[inline(always)]
 pub fn decode(
     frame: &[u8],
     link: crate::ingest::LinkType,
