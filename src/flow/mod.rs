@@ -111,6 +111,7 @@ impl Batch {
     /// Offsets are 32-bit, so past 4 GiB of one buffer (a mapped capture larger than
     /// that) the batch holds a 2 GiB-aligned window of it instead of the whole, and
     /// the offset is taken inside the window.
+    #[inline(always)]
     pub fn push(&mut self, mut p: FlowPacket, buffer: &Bytes, at: usize, len: usize) {
         if len > 0 {
             let (base, end) = if at + len <= u32::MAX as usize {

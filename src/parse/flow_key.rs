@@ -48,6 +48,22 @@ fn bits(a: Option<IpAddr>) -> u128 {
     }
 }
 
+/// `a <= b` in the derived order of `(IpAddr, u16)` (IPv4 before IPv6, then address,
+/// then port), as integer comparisons: the derived one chains enum and byte compares
+/// and was not inlined (3 % of a flows-only run).
+#[inline(always)]
+fn endpoint_le(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
+    match (a.0, b.0) {
+        (IpAddr::V4(x), IpAddr::V4(y)) => {
+            (u64::from(u32::from(x)) << 16 | u64::from(a.1))
+                <= (u64::from(u32::from(y)) << 16 | u64::from(b.1))
+        }
+        (IpAddr::V6(x), IpAddr::V6(y)) => (u128::from(x), a.1) <= (u128::from(y), b.1),
+        (IpAddr::V4(_), IpAddr::V6(_)) => true,
+        (IpAddr::V6(_), IpAddr::V4(_)) => false,
+    }
+}
+
 /// Hashes the key as a few fixed-size words rather than field by field (a derived Hash
 /// writes every enum tag and tuple member separately): one flow-table lookup per
 /// packet makes this the table's hottest code. Equal keys give equal words.
@@ -73,7 +89,7 @@ impl FlowKey {
         dst: (IpAddr, u16),
         protocol: u8,
     ) -> (FlowKey, Side) {
-        let (lo, hi, side) = if src <= dst {
+        let (lo, hi, side) = if endpoint_le(src, dst) {
             (src, dst, Side::LoToHi)
         } else {
             (dst, src, Side::HiToLo)
@@ -136,6 +152,28 @@ mod tests {
         assert_eq!(a.symmetric_hash(), b.symmetric_hash());
         assert_eq!(sa.other(), sb);
         assert_eq!(a.endpoints(sa).0, ep("10.0.1.10", 40000));
+    }
+
+    #[test]
+    fn endpoint_order_is_the_derived_one() {
+        let eps = [
+            ep("0.0.0.0", 0),
+            ep("10.0.0.1", 1),
+            ep("10.0.0.1", 65535),
+            ep("10.0.0.2", 0),
+            ep("255.255.255.255", 65535),
+            ep("::", 0),
+            ep("::ffff:10.0.0.1", 1),
+            ep("2001:db8::1", 80),
+            ep("2001:db8::1", 443),
+            ep("fe80::1", 0),
+            ep("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 65535),
+        ];
+        for a in eps {
+            for b in eps {
+                assert_eq!(endpoint_le(a, b), a <= b, "{a:?} <= {b:?}");
+            }
+        }
     }
 
     #[test]
