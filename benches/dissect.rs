@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
         let k = pkts[0].key;
         g.bench_function("inspector", |b| {
             b.iter(|| {
-                let mut insp = Inspector::new(client, [k.lo.1, k.hi.1], 16 * 1024);
+                let mut insp = Inspector::new(client, [k.lo().1, k.hi().1], 16 * 1024);
                 for p in &pkts {
                     insp.packet(&p.key, p.side, p.flags, p.seq, &p.payload, false);
                 }

@@ -248,7 +248,7 @@ impl Dispatcher {
                         let window = s - s % self.interval_s;
                         *self
                             .drops
-                            .entry(((p.key.vni, p.key.mirror_source), window))
+                            .entry(((p.key.vni(), p.key.mirror_source()), window))
                             .or_default() += 1;
                     }
                     self.dropped_packets[w] += n;

@@ -173,7 +173,8 @@ impl FlowTable {
             .iter()
             .map(|(k, f)| (f.last_ns, f.first_seq, *k))
             .collect();
-        idle.select_nth_unstable(n - 1);
+        // (last packet, first packet's sequence) is unique per flow: a total order.
+        idle.select_nth_unstable_by_key(n - 1, |e| (e.0, e.1));
         idle.truncate(n);
         idle.sort_unstable_by_key(|e| (e.0, e.1));
         for (_, _, key) in idle {
@@ -263,7 +264,7 @@ impl FlowTable {
                 stats.flows_created += 1;
                 let interface = self
                     .sessions
-                    .lookup(p.key.vni, p.key.mirror_source)
+                    .lookup(p.key.vni(), p.key.mirror_source())
                     .map(|s| s.info.clone());
                 let entry = self.flows.entry(p.key);
                 self.last = Some((p.key, entry.index()));
@@ -299,7 +300,7 @@ impl FlowTable {
                 let client = flow.conn.originator();
                 Box::new(Inspector::new(
                     client,
-                    [p.key.lo.1, p.key.hi.1],
+                    [p.key.lo().1, p.key.hi().1],
                     self.inspect.max_bytes,
                 ))
             });
@@ -428,8 +429,8 @@ fn emit(key: &FlowKey, f: &mut Flow, out: &mut Vec<FlowRecord>, stats: &mut Flow
         let ((srcaddr, srcport), (dstaddr, dstport)) = key.endpoints(side);
         out.push(FlowRecord {
             interface: f.interface.clone(),
-            vni: key.vni,
-            mirror_source: key.mirror_source,
+            vni: key.vni(),
+            mirror_source: key.mirror_source(),
             srcaddr,
             dstaddr,
             srcport,

@@ -29,22 +29,50 @@ impl Side {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// The key, packed into fixed-width words: 64 bytes where `IpAddr` fields took 68,
+/// and built, compared and hashed as whole words. `IpAddr` is a one-byte tag and up to
+/// 16 bytes of address: building it wrote bytes at odd offsets that the next copy read
+/// back as 16-byte words, a store-forwarding stall on every packet in dispatch, and
+/// equality compared tags and bytes one after another. Absent parts (no VNI, no mirror
+/// source) are zero with their flag clear, so derived equality is exact.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
-    pub vni: Option<u32>,
-    pub mirror_source: Option<IpAddr>,
-    pub lo: (IpAddr, u16),
-    pub hi: (IpAddr, u16),
+    /// Addresses as 128 bits, high word first (IPv4: the 32-bit value, flag clear).
+    lo_addr: [u64; 2],
+    hi_addr: [u64; 2],
+    source_addr: [u64; 2],
+    vni: u32,
+    lo_port: u16,
+    hi_port: u16,
     pub protocol: u8,
+    /// `HAS_VNI`, `HAS_SOURCE`, and which addresses are IPv6.
+    flags: u8,
 }
 
-/// An address as 128 bits (IPv4 as IPv4-mapped IPv6); `None` as 0.
-#[inline]
-fn bits(a: Option<IpAddr>) -> u128 {
+const HAS_VNI: u8 = 1;
+const HAS_SOURCE: u8 = 2;
+const LO_V6: u8 = 4;
+const HI_V6: u8 = 8;
+const SOURCE_V6: u8 = 16;
+
+/// An address as (is IPv6, 128 bits high word first).
+#[inline(always)]
+fn split(a: IpAddr) -> (bool, [u64; 2]) {
     match a {
-        Some(IpAddr::V4(v)) => 0xffff_0000_0000 | u128::from(u32::from(v)),
-        Some(IpAddr::V6(v)) => u128::from(v),
-        None => 0,
+        IpAddr::V4(v) => (false, [0, u64::from(u32::from(v))]),
+        IpAddr::V6(v) => {
+            let b = u128::from(v);
+            (true, [(b >> 64) as u64, b as u64])
+        }
+    }
+}
+
+#[inline(always)]
+fn join(v6: bool, w: [u64; 2]) -> IpAddr {
+    if v6 {
+        IpAddr::V6((u128::from(w[0]) << 64 | u128::from(w[1])).into())
+    } else {
+        IpAddr::V4((w[1] as u32).into())
     }
 }
 
@@ -64,24 +92,44 @@ fn endpoint_le(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
     }
 }
 
-/// Hashes the key as a few fixed-size words rather than field by field (a derived Hash
-/// writes every enum tag and tuple member separately): one flow-table lookup per
-/// packet makes this the table's hottest code. Equal keys give equal words.
+/// Hashes the key as five words: one flow-table lookup (and, with several workers, the
+/// choice of worker) per packet makes this the table's hottest code. The mirror
+/// source's words are folded into one: flows that differ only in it are rare, and
+/// they still compare unequal. Equal keys give equal words.
 impl Hash for FlowKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let vni = self.vni.map_or(0, |v| u64::from(v) | 1 << 32);
-        let ports = u64::from(self.lo.1) | u64::from(self.hi.1) << 16;
-        state.write_u64(vni | u64::from(self.protocol) << 40 | ports << 48);
-        state.write_u64(ports);
-        state.write_u128(bits(Some(self.lo.0)));
-        state.write_u128(bits(Some(self.hi.0)));
-        state.write_u128(bits(self.mirror_source));
+        let meta = u64::from(self.vni)
+            | u64::from(self.lo_port) << 32
+            | u64::from(self.hi_port) << 48;
+        state.write_u64(self.lo_addr[0] ^ self.hi_addr[0].rotate_left(32));
+        state.write_u64(self.lo_addr[1]);
+        state.write_u64(self.hi_addr[1]);
+        state.write_u64(meta);
+        state.write_u64(
+            self.source_addr[0]
+                ^ self.source_addr[1]
+                ^ u64::from(self.protocol) << 8
+                ^ u64::from(self.flags),
+        );
+    }
+}
+
+impl std::fmt::Debug for FlowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowKey")
+            .field("vni", &self.vni())
+            .field("mirror_source", &self.mirror_source())
+            .field("lo", &self.lo())
+            .field("hi", &self.hi())
+            .field("protocol", &self.protocol)
+            .finish()
     }
 }
 
 impl FlowKey {
     /// The key of a packet from `src` to `dst`, and the packet's side.
+    #[inline]
     pub fn new(
         vni: Option<u32>,
         mirror_source: Option<IpAddr>,
@@ -94,23 +142,60 @@ impl FlowKey {
         } else {
             (dst, src, Side::HiToLo)
         };
+        let (lo_v6, lo_addr) = split(lo.0);
+        let (hi_v6, hi_addr) = split(hi.0);
+        let (source_v6, source_addr) = mirror_source.map_or((false, [0, 0]), split);
+        let flags = if vni.is_some() { HAS_VNI } else { 0 }
+            | if mirror_source.is_some() { HAS_SOURCE } else { 0 }
+            | if lo_v6 { LO_V6 } else { 0 }
+            | if hi_v6 { HI_V6 } else { 0 }
+            | if source_v6 { SOURCE_V6 } else { 0 };
         (
             FlowKey {
-                vni,
-                mirror_source,
-                lo,
-                hi,
+                lo_addr,
+                hi_addr,
+                source_addr,
+                vni: vni.unwrap_or(0),
+                lo_port: lo.1,
+                hi_port: hi.1,
                 protocol,
+                flags,
             },
             side,
         )
     }
 
+    /// The mirror session's VNI (none for plain captures).
+    #[inline]
+    pub fn vni(&self) -> Option<u32> {
+        (self.flags & HAS_VNI != 0).then_some(self.vni)
+    }
+
+    /// The tunnel's outer source (the mirrored interface's address), when tunnelled.
+    #[inline]
+    pub fn mirror_source(&self) -> Option<IpAddr> {
+        (self.flags & HAS_SOURCE != 0)
+            .then(|| join(self.flags & SOURCE_V6 != 0, self.source_addr))
+    }
+
+    /// The endpoint first in the canonical order.
+    #[inline]
+    pub fn lo(&self) -> (IpAddr, u16) {
+        (join(self.flags & LO_V6 != 0, self.lo_addr), self.lo_port)
+    }
+
+    /// The other endpoint.
+    #[inline]
+    pub fn hi(&self) -> (IpAddr, u16) {
+        (join(self.flags & HI_V6 != 0, self.hi_addr), self.hi_port)
+    }
+
     /// Source and destination endpoints of traffic travelling on `side`.
+    #[inline]
     pub fn endpoints(&self, side: Side) -> ((IpAddr, u16), (IpAddr, u16)) {
         match side {
-            Side::LoToHi => (self.lo, self.hi),
-            Side::HiToLo => (self.hi, self.lo),
+            Side::LoToHi => (self.lo(), self.hi()),
+            Side::HiToLo => (self.hi(), self.lo()),
         }
     }
 
@@ -174,6 +259,31 @@ mod tests {
                 assert_eq!(endpoint_le(a, b), a <= b, "{a:?} <= {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn fields_read_back_as_built() {
+        let cases = [
+            (Some(7), Some("10.0.0.5"), ep("10.0.1.10", 40000), ep("198.51.100.7", 443)),
+            (None, None, ep("2001:db8::2", 53), ep("2001:db8::1", 5353)),
+            (Some(0), Some("fd00::1"), ep("::ffff:10.0.0.1", 1), ep("10.0.0.1", 1)),
+            (Some(u32::MAX >> 8), None, ep("0.0.0.0", 0), ep("::", 0)),
+        ];
+        for (vni, source, a, b) in cases {
+            let source: Option<IpAddr> = source.map(|s| s.parse().unwrap());
+            let (k, side) = FlowKey::new(vni, source, a, b, 17);
+            assert_eq!(k.vni(), vni);
+            assert_eq!(k.mirror_source(), source);
+            assert_eq!(k.endpoints(side), (a, b));
+            assert_eq!((k.lo(), k.hi()), if a <= b { (a, b) } else { (b, a) });
+            assert_eq!(k.protocol, 17);
+        }
+        // An IPv4-mapped IPv6 address is not the IPv4 address, and VNI 0 is not "none".
+        let v4 = FlowKey::new(None, None, ep("10.0.0.1", 1), ep("10.0.0.2", 2), 6).0;
+        let mapped = FlowKey::new(None, None, ep("::ffff:10.0.0.1", 1), ep("10.0.0.2", 2), 6).0;
+        assert_ne!(v4, mapped);
+        let vni0 = FlowKey::new(Some(0), None, ep("10.0.0.1", 1), ep("10.0.0.2", 2), 6).0;
+        assert_ne!(v4, vni0);
     }
 
     #[test]
