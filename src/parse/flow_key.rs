@@ -99,9 +99,8 @@ fn endpoint_le(a: (IpAddr, u16), b: (IpAddr, u16)) -> bool {
 impl Hash for FlowKey {
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let meta = u64::from(self.vni)
-            | u64::from(self.lo_port) << 32
-            | u64::from(self.hi_port) << 48;
+        let meta =
+            u64::from(self.vni) | u64::from(self.lo_port) << 32 | u64::from(self.hi_port) << 48;
         state.write_u64(self.lo_addr[0] ^ self.hi_addr[0].rotate_left(32));
         state.write_u64(self.lo_addr[1]);
         state.write_u64(self.hi_addr[1]);
@@ -146,7 +145,11 @@ impl FlowKey {
         let (hi_v6, hi_addr) = split(hi.0);
         let (source_v6, source_addr) = mirror_source.map_or((false, [0, 0]), split);
         let flags = if vni.is_some() { HAS_VNI } else { 0 }
-            | if mirror_source.is_some() { HAS_SOURCE } else { 0 }
+            | if mirror_source.is_some() {
+                HAS_SOURCE
+            } else {
+                0
+            }
             | if lo_v6 { LO_V6 } else { 0 }
             | if hi_v6 { HI_V6 } else { 0 }
             | if source_v6 { SOURCE_V6 } else { 0 };
@@ -174,8 +177,7 @@ impl FlowKey {
     /// The tunnel's outer source (the mirrored interface's address), when tunnelled.
     #[inline]
     pub fn mirror_source(&self) -> Option<IpAddr> {
-        (self.flags & HAS_SOURCE != 0)
-            .then(|| join(self.flags & SOURCE_V6 != 0, self.source_addr))
+        (self.flags & HAS_SOURCE != 0).then(|| join(self.flags & SOURCE_V6 != 0, self.source_addr))
     }
 
     /// The endpoint first in the canonical order.
@@ -264,9 +266,19 @@ mod tests {
     #[test]
     fn fields_read_back_as_built() {
         let cases = [
-            (Some(7), Some("10.0.0.5"), ep("10.0.1.10", 40000), ep("198.51.100.7", 443)),
+            (
+                Some(7),
+                Some("10.0.0.5"),
+                ep("10.0.1.10", 40000),
+                ep("198.51.100.7", 443),
+            ),
             (None, None, ep("2001:db8::2", 53), ep("2001:db8::1", 5353)),
-            (Some(0), Some("fd00::1"), ep("::ffff:10.0.0.1", 1), ep("10.0.0.1", 1)),
+            (
+                Some(0),
+                Some("fd00::1"),
+                ep("::ffff:10.0.0.1", 1),
+                ep("10.0.0.1", 1),
+            ),
             (Some(u32::MAX >> 8), None, ep("0.0.0.0", 0), ep("::", 0)),
         ];
         for (vni, source, a, b) in cases {
