@@ -432,7 +432,7 @@ fn run_worker(
 /// Holds each window's records until every worker is past it, then writes them in a
 /// stable order after the detectors have seen the whole window: so the output, findings
 /// included, is the same for any number of workers (see `window`). Also returns the CPU
-/// time of the output's encoding helpers, which is the writer's work too.
+/// time of the writer's helpers (sorting and encoding halves), which is its work too.
 fn write_records(
     mut w: RecordWriter,
     rx: Receiver<ToWriter>,
@@ -495,7 +495,7 @@ fn write_records(
     while let Some((_, win)) = pending.pop_first() {
         write(win, &mut windows, &mut w, &mut failure);
     }
-    let helpers = w.helper_cpu();
+    let helpers = w.helper_cpu() + windows.helper_cpu();
     let result = match failure {
         Some(e) => Err(e),
         None => w.finish(),
