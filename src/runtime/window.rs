@@ -279,7 +279,7 @@ impl WindowWriter {
                 // No helper thread: the second half is done here.
                 build(mid..n, &mut self.packed_back);
             }
-            merge_into(&mut self.packed, &self.packed_back, &mut self.merged);
+            merge_into(&self.packed, &self.packed_back, &mut self.merged);
             std::mem::swap(&mut self.packed, &mut self.merged);
         }
         let records = &win.records;
