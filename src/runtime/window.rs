@@ -236,32 +236,25 @@ impl WindowWriter {
             put(u64::from(r.protocol), 8);
             (k, i as u32)
         };
-        let n = win.records.len();
-        self.packed.clear();
-        if n < PARALLEL_ORDER_MIN {
-            self.packed.extend(
-                win.records
-                    .iter()
-                    .zip(&win.slots)
-                    .enumerate()
-                    .map(|(i, (r, s))| key(i, r, s)),
+        // The keys of records `range`, sorted, into `into`.
+        let build = |range: std::ops::Range<usize>, into: &mut Vec<(u128, u32)>| {
+            into.clear();
+            into.extend(
+                range
+                    .clone()
+                    .zip(&win.records[range.clone()])
+                    .zip(&win.slots[range])
+                    .map(|((i, r), s)| key(i, r, s)),
             );
-            self.packed.sort_unstable();
+            into.sort_unstable();
+        };
+        let n = win.records.len();
+        if n < PARALLEL_ORDER_MIN {
+            build(0..n, &mut self.packed);
         } else {
             // Keys built and sorted in two halves, one on a helper thread, then merged:
             // the last window is sealed after the last packet, with the other core idle.
             let mid = n / 2;
-            let build = |range: std::ops::Range<usize>, into: &mut Vec<(u128, u32)>| {
-                into.clear();
-                into.extend(
-                    range
-                        .clone()
-                        .zip(&win.records[range.clone()])
-                        .zip(&win.slots[range])
-                        .map(|((i, r), s)| key(i, r, s)),
-                );
-                into.sort_unstable();
-            };
             let (front, back) = (&mut self.packed, &mut self.packed_back);
             let helper_cpu = std::thread::scope(|scope| {
                 let helper = std::thread::Builder::new()
