@@ -10,7 +10,9 @@
 //! of anonymous resident memory (the mapped capture is file-backed and left out) above
 //! what the process held before the run, sampled every 2 ms; bytes per flow divide it
 //! by the peak number of flows held. With no capture given, the same traffic is
-//! generated plain and VXLAN-wrapped, so the cost of decapsulation shows too.
+//! generated plain and VXLAN-wrapped, so the cost of decapsulation shows too: the
+//! twins are measured in alternation, run by run, and the overhead is the median of
+//! the ratios of runs measured side by side.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,7 +63,13 @@ pub struct CaptureBench {
     pub captured_bytes: u64,
     pub walk_ns: f64,
     pub decode_ns: f64,
+    /// Per pipeline configuration, the median run.
     pub runs: Vec<PipelineRun>,
+    /// Per configuration (as `runs`), every run in the order measured; and every
+    /// decap + parse pass. With twin captures the runs alternate between the twins, so
+    /// the k-th runs of the two were measured side by side.
+    pub samples: Vec<Vec<PipelineRun>>,
+    pub decode_samples: Vec<f64>,
 }
 
 pub fn run(opts: &BenchOptions) -> Result<Vec<CaptureBench>, String> {
@@ -100,69 +108,99 @@ pub fn run(opts: &BenchOptions) -> Result<Vec<CaptureBench>, String> {
         }
     };
     let mut out = Vec::new();
-    let result = (|| {
-        for (label, path) in &captures {
-            out.push(bench_capture(label, path, opts)?);
-            if opts.stop.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        Ok::<(), String>(())
-    })();
+    let result = measure(&captures, opts, &mut out);
     if let Some(dir) = scratch {
         let _ = std::fs::remove_dir_all(dir);
     }
     result.map(|_| out)
 }
 
-fn bench_capture(label: &str, path: &Path, opts: &BenchOptions) -> Result<CaptureBench, String> {
+/// Measures every capture, round by round: each baseline pass and each pipeline run
+/// goes over the captures in turn. This VM's speed drifts by a third within minutes;
+/// measured one capture after the other, the plain and VXLAN twins met different
+/// machines, and the VXLAN overhead swung from -13 % to +27 % between two runs of the
+/// same binary. Results gathered so far stay in `out` when a run is interrupted.
+fn measure(
+    captures: &[(String, PathBuf)],
+    opts: &BenchOptions,
+    out: &mut Vec<CaptureBench>,
+) -> Result<(), String> {
+    for (label, path) in captures {
+        out.push(prepare(label, path)?);
+    }
+    let runs = opts.runs.max(1);
+    let per_packet =
+        |t: Instant, b: &CaptureBench| t.elapsed().as_nanos() as f64 / b.packets as f64;
+    // Each baseline pass maps the file afresh, as a replay does, so page-mapping costs
+    // are in the baseline too.
+    let mut walks = vec![Vec::new(); out.len()];
+    for _ in 0..runs.max(3) {
+        for (b, w) in out.iter().zip(&mut walks) {
+            let t = Instant::now();
+            if let Ok(cap) = CaptureFile::open(&b.path) {
+                let _ = walk(&cap);
+            }
+            w.push(per_packet(t, b));
+        }
+    }
+    for _ in 0..runs.max(3) {
+        for b in out.iter_mut() {
+            let t = Instant::now();
+            if let Ok(cap) = CaptureFile::open(&b.path) {
+                decode_all(&cap);
+            }
+            let ns = per_packet(t, b);
+            b.decode_samples.push(ns);
+        }
+    }
+    for (b, w) in out.iter_mut().zip(walks) {
+        b.walk_ns = median(w.into_iter());
+        b.decode_ns = median(b.decode_samples.iter().copied());
+    }
+    for &workers in &opts.workers {
+        for inspect in [false, true] {
+            let mut samples = vec![Vec::new(); out.len()];
+            'runs: for _ in 0..runs {
+                for (b, s) in out.iter().zip(&mut samples) {
+                    if opts.stop.load(Ordering::Relaxed) {
+                        break 'runs;
+                    }
+                    s.push(pipeline(&b.path, workers, inspect, &opts.stop)?);
+                }
+            }
+            if samples.iter().any(|s| s.is_empty()) {
+                return Ok(());
+            }
+            for (b, s) in out.iter_mut().zip(samples) {
+                let mut sorted = s.clone();
+                sorted.sort_by_key(|r| r.wall);
+                b.runs.push(sorted[sorted.len() / 2].clone());
+                b.samples.push(s);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens, warms and counts one capture; the figures come later.
+fn prepare(label: &str, path: &Path) -> Result<CaptureBench, String> {
     let cap = CaptureFile::open(path).map_err(|e| e.to_string())?;
     // Warm the page cache and count; every later loop then sees the same memory state.
     let (packets, captured_bytes) = walk(&cap)?;
     if packets == 0 {
         return Err(format!("{}: no packets", path.display()));
     }
-    let runs = opts.runs.max(1);
-    drop(cap);
-    // Each loop maps the file afresh, as a replay does, so page-mapping costs are in
-    // the baseline too.
-    let walk_ns = median((0..runs.max(3)).map(|_| {
-        let t = Instant::now();
-        if let Ok(cap) = CaptureFile::open(path) {
-            let _ = walk(&cap);
-        }
-        t.elapsed().as_nanos() as f64 / packets as f64
-    }));
-    let decode_ns = median((0..runs.max(3)).map(|_| {
-        let t = Instant::now();
-        if let Ok(cap) = CaptureFile::open(path) {
-            decode_all(&cap);
-        }
-        t.elapsed().as_nanos() as f64 / packets as f64
-    }));
-    let mut bench = CaptureBench {
+    Ok(CaptureBench {
         label: label.to_string(),
         path: path.to_path_buf(),
         packets,
         captured_bytes,
-        walk_ns,
-        decode_ns,
+        walk_ns: 0.0,
+        decode_ns: 0.0,
         runs: Vec::new(),
-    };
-    for &workers in &opts.workers {
-        for inspect in [false, true] {
-            let mut samples = Vec::new();
-            for _ in 0..runs {
-                if opts.stop.load(Ordering::Relaxed) {
-                    return Ok(bench);
-                }
-                samples.push(pipeline(path, workers, inspect, &opts.stop)?);
-            }
-            samples.sort_by_key(|r| r.wall);
-            bench.runs.push(samples[samples.len() / 2].clone());
-        }
-    }
-    Ok(bench)
+        samples: Vec::new(),
+        decode_samples: Vec::new(),
+    })
 }
 
 /// The baseline: every frame visited, its first two cache lines read.
@@ -462,20 +500,103 @@ pub fn render(results: &[CaptureBench]) -> String {
         results.iter().find(|b| b.label == "gen plain"),
         results.iter().find(|b| b.label == "gen VXLAN"),
     ) {
-        for (p, v) in plain.runs.iter().zip(&vxlan.runs) {
+        // Twins carry the same packets, so wall times compare directly; each ratio is
+        // of two runs measured one after the other.
+        let mut line = |what: String, ratios: Vec<f64>| {
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let n = ratios.len();
             let _ = writeln!(
                 s,
-                "VXLAN vs plain, {} workers {}: {:+.1}% time per packet",
-                p.workers,
-                if p.inspect { "full" } else { "flows" },
-                (v.wall.as_secs_f64() / p.wall.as_secs_f64() - 1.0) * 100.0
+                "VXLAN vs plain, {what}: {:+.1}% time per packet (median of {n} side-by-side pairs; {:+.1}% to {:+.1}%)",
+                (median(ratios.into_iter()) - 1.0) * 100.0,
+                (lo - 1.0) * 100.0,
+                (hi - 1.0) * 100.0,
+            );
+        };
+        for (ps, vs) in plain.samples.iter().zip(&vxlan.samples) {
+            let Some(p) = ps.first() else { continue };
+            let ratios = ps
+                .iter()
+                .zip(vs)
+                .map(|(p, v)| v.wall.as_secs_f64() / p.wall.as_secs_f64().max(1e-12))
+                .collect();
+            line(
+                format!(
+                    "{} workers {}",
+                    p.workers,
+                    if p.inspect { "full" } else { "flows" }
+                ),
+                ratios,
             );
         }
-        let _ = writeln!(
-            s,
-            "VXLAN vs plain, decap + parse: {:+.1}% time per packet",
-            (vxlan.decode_ns / plain.decode_ns - 1.0) * 100.0
-        );
+        let ratios = plain
+            .decode_samples
+            .iter()
+            .zip(&vxlan.decode_samples)
+            .map(|(p, v)| v / p.max(1e-12))
+            .collect();
+        line("decap + parse".into(), ratios);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_of(workers: usize, inspect: bool, wall_ms: u64) -> PipelineRun {
+        PipelineRun {
+            inspect,
+            workers,
+            wall: Duration::from_millis(wall_ms),
+            cpu: Duration::ZERO,
+            cpu_ingest: Duration::ZERO,
+            cpu_workers: Duration::ZERO,
+            cpu_writer: Duration::ZERO,
+            peak_anon_bytes: 0,
+            peak_flows: 1,
+            flows: 1,
+            records: 2,
+            batch_ns: [0; 4],
+            learn: Duration::ZERO,
+            tail: Duration::ZERO,
+        }
+    }
+
+    fn twin(label: &str, walls: &[u64], decode: &[f64]) -> CaptureBench {
+        let samples = vec![walls
+            .iter()
+            .map(|&w| run_of(1, false, w))
+            .collect::<Vec<_>>()];
+        CaptureBench {
+            label: label.into(),
+            path: PathBuf::from("x.pcap"),
+            packets: 1000,
+            captured_bytes: 800_000,
+            walk_ns: 50.0,
+            decode_ns: 60.0,
+            runs: vec![run_of(1, false, walls[walls.len() / 2])],
+            samples,
+            decode_samples: decode.to_vec(),
+        }
+    }
+
+    /// The overhead is the median of side-by-side ratios, not the ratio of medians:
+    /// here the machine slowed down by half between the first and the last pairs, and
+    /// each pair still shows VXLAN 10 % slower.
+    #[test]
+    fn vxlan_overhead_is_the_median_of_side_by_side_ratios() {
+        let plain = twin("gen plain", &[100, 150, 200], &[50.0, 75.0, 100.0]);
+        let vxlan = twin("gen VXLAN", &[110, 165, 220], &[60.0, 90.0, 120.0]);
+        let out = render(&[plain, vxlan]);
+        assert!(
+            out.contains("VXLAN vs plain, 1 workers flows: +10.0% time per packet (median of 3 side-by-side pairs; +10.0% to +10.0%)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("VXLAN vs plain, decap + parse: +20.0% time per packet (median of 3"),
+            "{out}"
+        );
+    }
 }
