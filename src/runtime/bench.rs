@@ -129,33 +129,30 @@ fn measure(
         out.push(prepare(label, path)?);
     }
     let runs = opts.runs.max(1);
-    let per_packet =
-        |t: Instant, b: &CaptureBench| t.elapsed().as_nanos() as f64 / b.packets as f64;
-    // Each baseline pass maps the file afresh, as a replay does, so page-mapping costs
-    // are in the baseline too.
-    let mut walks = vec![Vec::new(); out.len()];
-    for _ in 0..runs.max(3) {
-        for (b, w) in out.iter().zip(&mut walks) {
-            let t = Instant::now();
-            if let Ok(cap) = CaptureFile::open(&b.path) {
-                let _ = walk(&cap);
+    // Passes of `pass` over each capture in turn, in ns per packet, per capture. Each
+    // pass maps the file afresh, as a replay does, so page-mapping costs are in the
+    // baseline too.
+    let passes = |out: &[CaptureBench], pass: fn(&CaptureFile)| {
+        let mut ns = vec![Vec::new(); out.len()];
+        for _ in 0..runs.max(3) {
+            for (b, n) in out.iter().zip(&mut ns) {
+                let t = Instant::now();
+                if let Ok(cap) = CaptureFile::open(&b.path) {
+                    pass(&cap);
+                }
+                n.push(t.elapsed().as_nanos() as f64 / b.packets as f64);
             }
-            w.push(per_packet(t, b));
         }
-    }
-    for _ in 0..runs.max(3) {
-        for b in out.iter_mut() {
-            let t = Instant::now();
-            if let Ok(cap) = CaptureFile::open(&b.path) {
-                decode_all(&cap);
-            }
-            let ns = per_packet(t, b);
-            b.decode_samples.push(ns);
-        }
-    }
-    for (b, w) in out.iter_mut().zip(walks) {
+        ns
+    };
+    let walks = passes(out, |cap| {
+        let _ = walk(cap);
+    });
+    let decodes = passes(out, decode_all);
+    for ((b, w), d) in out.iter_mut().zip(walks).zip(decodes) {
         b.walk_ns = median(w.into_iter());
-        b.decode_ns = median(b.decode_samples.iter().copied());
+        b.decode_ns = median(d.iter().copied());
+        b.decode_samples = d;
     }
     for &workers in &opts.workers {
         for inspect in [false, true] {
