@@ -141,60 +141,74 @@ impl Detector {
 
     /// Observes records in write order and attaches findings.
     pub fn observe(&mut self, records: &mut [FlowRecord]) {
-        for r in records.iter_mut() {
-            self.observe_one(r);
+        let interval = self.interval;
+        // A sealed window's records all share one aggregation window: its state is
+        // looked up once, not per record.
+        for run in records.chunk_by_mut(|a, b| a.start / interval == b.start / interval) {
+            let w = window(&mut self.windows, interval, run[0].start);
+            for r in run {
+                observe_in(&self.cfg, w, r);
+            }
         }
     }
 
     /// Observes the next record in write order and attaches its findings.
     pub fn observe_one(&mut self, r: &mut FlowRecord) {
-        let cfg = &self.cfg;
-        if r.log_status != LogStatus::Ok {
-            return;
+        self.observe(std::slice::from_mut(r));
+    }
+}
+
+/// Observes one record of window `w` and attaches its findings.
+fn observe_in(cfg: &DetectConfig, w: &mut Window, r: &mut FlowRecord) {
+    if r.log_status != LogStatus::Ok {
+        return;
+    }
+    // Only the originator's record of a failed attempt counts (its srcport is the
+    // scanner's, its dstport the probed one).
+    if r.protocol == 6
+        && r.tcp_flags & 0x02 != 0
+        && r.tcp_flags & 0x10 == 0
+        && matches!(r.conn_state, "S0" | "REJ" | "RSTOS0" | "SH")
+    {
+        let (src, dst) = (r.srcaddr, r.dstaddr);
+        let n = track(&mut w.scan_targets, src, (dst, r.dstport));
+        if n >= cfg.port_scan_targets {
+            r.detections.push(Finding {
+                code: "port-scan",
+                detail: format!(
+                    "{n} destination ports/hosts failed from {} in this window",
+                    r.srcaddr
+                ),
+            });
         }
-        let w = window(&mut self.windows, self.interval, r.start);
-        let failed = matches!(r.conn_state, "S0" | "REJ" | "RSTOS0" | "SH");
-        // Only the originator's record of a failed attempt counts (its srcport is
-        // the scanner's, its dstport the probed one).
-        if r.protocol == 6 && failed && r.tcp_flags & 0x02 != 0 && r.tcp_flags & 0x10 == 0 {
-            let n = track(&mut w.scan_targets, r.srcaddr, (r.dstaddr, r.dstport));
-            if n >= cfg.port_scan_targets {
+        if r.conn_state == "S0" {
+            let n = track(&mut w.flood_sources, (dst, r.dstport), src);
+            if n >= cfg.syn_flood_sources {
                 r.detections.push(Finding {
-                    code: "port-scan",
+                    code: "syn-flood",
                     detail: format!(
-                        "{n} destination ports/hosts failed from {} in this window",
-                        r.srcaddr
+                        "{n} sources left connections to {}:{} unanswered",
+                        r.dstaddr, r.dstport
                     ),
                 });
             }
-            if r.conn_state == "S0" {
-                let n = track(&mut w.flood_sources, (r.dstaddr, r.dstport), r.srcaddr);
-                if n >= cfg.syn_flood_sources {
-                    r.detections.push(Finding {
-                        code: "syn-flood",
-                        detail: format!(
-                            "{n} sources left connections to {}:{} unanswered",
-                            r.dstaddr, r.dstport
-                        ),
-                    });
-                }
-            }
         }
-        let outbound = r.flow_direction == Some(FlowDirection::Egress)
-            || r.flow_direction.is_none() && !is_public(r.srcaddr);
-        if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
-            let total = w.outbound.entry((r.srcaddr, r.dstaddr)).or_default();
-            *total += r.bytes;
-            if *total >= cfg.large_transfer_bytes {
-                let t = *total;
-                r.detections.push(Finding {
-                    code: "large-outbound-transfer",
-                    detail: format!(
-                        "{t} bytes from {} to {} in this window",
-                        r.srcaddr, r.dstaddr
-                    ),
-                });
-            }
+    }
+    let outbound = r.flow_direction == Some(FlowDirection::Egress)
+        || r.flow_direction.is_none() && !is_public(r.srcaddr);
+    if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
+        let key = (r.srcaddr, r.dstaddr);
+        let total = w.outbound.entry(key).or_default();
+        *total += r.bytes;
+        if *total >= cfg.large_transfer_bytes {
+            let t = *total;
+            r.detections.push(Finding {
+                code: "large-outbound-transfer",
+                detail: format!(
+                    "{t} bytes from {} to {} in this window",
+                    r.srcaddr, r.dstaddr
+                ),
+            });
         }
     }
 }
