@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use crate::detect::Detector;
 use crate::record::FlowRecord;
-use crate::sink::RecordWriter;
+use crate::sink::{RecordWriter, ENCODE_CHUNK};
 
 type SlotMap = std::collections::HashMap<(u8, u128), u32, ahash::RandomState>;
 
@@ -332,14 +332,23 @@ impl WindowWriter {
         w: Option<&mut RecordWriter>,
     ) -> std::io::Result<()> {
         self.order(&win);
-        // Records moved into order once: the detectors and the encoder then read them
-        // front to back (visiting them through the order instead cost more in cache
-        // misses than the moves).
-        permute(&mut win.records, &mut self.order);
-        detector.observe(&mut win.records);
+        // Records are moved into order once: the detectors and the encoder then read
+        // them front to back (visiting them through the order instead cost more in
+        // cache misses than the moves). A chunk at a time, so that each chunk goes to
+        // the detectors while it is in cache, and on to encoding (on another thread,
+        // for a large window) while the next is put in order.
+        let (records, order) = (&mut win.records, &mut self.order);
         let result = match w {
-            Some(w) => w.write_all(&win.records),
-            None => Ok(()),
+            Some(w) if w.encodes_in_chunks() => w.write_in_order(records.len(), |emit| {
+                place_in_order(records, order, detector, emit)
+            }),
+            w => {
+                place_in_order(records, order, detector, &mut |_| {});
+                match w {
+                    Some(w) => w.write_all(records),
+                    None => Ok(()),
+                }
+            }
         };
         if win.capacity_bytes() > SPARE_MAX_BYTES {
             // A flood's window: freed here, not kept (see `SPARE_MAX_BYTES`).
@@ -379,16 +388,31 @@ fn merge_into(a: &[(u128, u32)], b: &[(u128, u32)], out: &mut Vec<(u128, u32)>) 
 }
 
 /// Puts `records` in the order `order` gives (position k takes the record at
-/// `order[k]`), following the chain of earlier swaps as `sort_by_cached_key` does.
-/// `order` is used up.
-fn permute(records: &mut [FlowRecord], order: &mut [u32]) {
-    for i in 0..order.len() {
-        let mut at = order[i] as usize;
-        while at < i {
-            at = order[at] as usize;
+/// `order[k]`), following the chain of earlier swaps as `sort_by_cached_key` does,
+/// [`ENCODE_CHUNK`] positions at a time. Each chunk, once in place, goes through the
+/// detectors and then to `emit`; later swaps only touch later positions, so it is
+/// final. `order` is used up.
+fn place_in_order<'a>(
+    records: &'a mut [FlowRecord],
+    order: &mut [u32],
+    detector: &mut Detector,
+    emit: &mut dyn FnMut(&'a [FlowRecord]),
+) {
+    let (mut rest, mut base) = (records, 0);
+    while !rest.is_empty() {
+        let len = rest.len().min(ENCODE_CHUNK);
+        for i in base..base + len {
+            let mut at = order[i] as usize;
+            while at < i {
+                at = order[at] as usize;
+            }
+            order[i] = at as u32;
+            rest.swap(i - base, at - base);
         }
-        order[i] = at as u32;
-        records.swap(i, at);
+        let (chunk, later) = rest.split_at_mut(len);
+        detector.observe(chunk);
+        emit(chunk);
+        (rest, base) = (later, base + len);
     }
 }
 
@@ -490,9 +514,16 @@ mod tests {
                 ww.order_wide(&win);
             }
             let order = ww.order.clone();
+            // Put in place chunk by chunk, each chunk handed on once final.
             let mut sorted = win.records.clone();
-            permute(&mut sorted, &mut order.clone());
-            assert!(sorted == expected);
+            let mut emitted = Vec::new();
+            place_in_order(
+                &mut sorted,
+                &mut order.clone(),
+                &mut Detector::new(Default::default(), 600),
+                &mut |chunk| emitted.extend_from_slice(chunk),
+            );
+            assert!(sorted == expected && emitted == expected);
             let in_order: Vec<FlowRecord> =
                 order.iter().map(|&i| batch[i as usize].clone()).collect();
             assert!(in_order == expected);
@@ -517,14 +548,22 @@ mod tests {
     }
 
     /// A sealed window is written as the records sorted field by field, with the
-    /// findings the detectors give them in that order, in text and JSON.
+    /// findings the detectors give them in that order, in text and JSON: a small
+    /// window on one thread, and one large enough to be encoded by two threads while
+    /// it is put in order (ending in a partial chunk).
     #[test]
     fn sealed_window_is_the_sorted_window_with_its_findings() {
-        let dir = std::env::temp_dir().join(format!("mf-window-{}", std::process::id()));
+        for n in [3000, 9 * ENCODE_CHUNK as u64 + 7] {
+            sealed_window_matches(n);
+        }
+    }
+
+    fn sealed_window_matches(n: u64) {
+        let dir = std::env::temp_dir().join(format!("mf-window-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         // Failed TCP attempts from one source to many ports: the port-scan detector
         // gives findings to some records.
-        let mut batch = records(3000, 7);
+        let mut batch = records(n, 7);
         for (i, r) in batch.iter_mut().enumerate() {
             if i % 3 == 0 {
                 r.srcaddr = "10.9.9.9".parse().unwrap();
