@@ -51,7 +51,6 @@ impl Default for DetectConfig {
     }
 }
 
-#[derive(Default)]
 struct Window {
     scan_targets: Map<IpAddr, Set<(IpAddr, u16)>>,
     flood_sources: Map<(IpAddr, u16), Set<IpAddr>>,
@@ -113,6 +112,25 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+impl Window {
+    /// A window whose maps are sized like `like`'s (the newest window so far): windows
+    /// of a steady stream are alike, and growing the maps a doubling at a time from
+    /// empty rehashed every entry about twice.
+    fn sized_like(like: Option<&Window>) -> Window {
+        fn map<K, V>(n: usize) -> Map<K, V> {
+            Map::with_capacity_and_hasher(n.min(MAX_TRACKED), Default::default())
+        }
+        let (scan, flood, outbound) = like.map_or((0, 0, 0), |w| {
+            (w.scan_targets.len(), w.flood_sources.len(), w.outbound.len())
+        });
+        Window {
+            scan_targets: map(scan),
+            flood_sources: map(flood),
+            outbound: map(outbound),
+        }
+    }
+}
+
 /// The state of the window `start` falls in; windows more than `WINDOWS_KEPT` behind
 /// the newest are dropped when a window is first seen (records of the newest window
 /// come in runs, so most calls find it and change nothing).
@@ -126,8 +144,10 @@ fn window(
         let newest = windows.keys().next_back().copied().unwrap_or(w).max(w);
         let oldest_kept = newest.saturating_sub(WINDOWS_KEPT * interval);
         windows.retain(|s, _| *s >= oldest_kept);
+        let fresh = Window::sized_like(windows.values().next_back());
+        windows.insert(w, fresh);
     }
-    windows.entry(w).or_default()
+    windows.entry(w).or_insert_with(|| Window::sized_like(None))
 }
 
 impl Detector {
