@@ -121,7 +121,11 @@ impl Window {
             Map::with_capacity_and_hasher(n.min(MAX_TRACKED), Default::default())
         }
         let (scan, flood, outbound) = like.map_or((0, 0, 0), |w| {
-            (w.scan_targets.len(), w.flood_sources.len(), w.outbound.len())
+            (
+                w.scan_targets.len(),
+                w.flood_sources.len(),
+                w.outbound.len(),
+            )
         });
         Window {
             scan_targets: map(scan),

@@ -139,6 +139,9 @@ impl RecordWriter {
                     }
                     (done, crate::telemetry::thread_cpu_time())
                 });
+            // Closed also when `produce` panics: the helper then ends, and the scope
+            // does not wait for it forever.
+            let closer = CloseOnDrop(&handoff);
             produce(&mut |records| {
                 chunks.push(records);
                 handoff.give(EncodeJob {
@@ -147,7 +150,7 @@ impl RecordWriter {
                     text: spare.pop().unwrap_or_default(),
                 });
             });
-            handoff.close();
+            drop(closer);
             // With no helper thread this takes every chunk.
             let mut done = Vec::new();
             while let Some(job) = handoff.next(Take::Back) {
@@ -285,6 +288,15 @@ impl<'a> Handoff<'a> {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Closes a handoff when dropped.
+struct CloseOnDrop<'h, 'a>(&'h Handoff<'a>);
+
+impl Drop for CloseOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
