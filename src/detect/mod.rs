@@ -54,7 +54,34 @@ impl Default for DetectConfig {
 struct Window {
     scan_targets: Map<IpAddr, Set<(IpAddr, u16)>>,
     flood_sources: Map<(IpAddr, u16), Set<IpAddr>>,
-    outbound: Map<(IpAddr, IpAddr), u64>,
+    /// Bytes per (interface address, public address). IPv4 pairs are keyed as one u64:
+    /// 16-byte entries where an `IpAddr` pair made 48, so a window's table (tens of
+    /// thousands of pairs, looked up at random) spans a third of the pages and lines.
+    outbound_v4: Map<u64, u64>,
+    outbound_v6: Map<(u128, u128), u64>,
+}
+
+impl Window {
+    fn outbound_pairs(&self) -> usize {
+        self.outbound_v4.len() + self.outbound_v6.len()
+    }
+
+    /// The running total of bytes from `src` to `dst`.
+    fn outbound_total(&mut self, src: IpAddr, dst: IpAddr) -> &mut u64 {
+        fn bits(a: IpAddr) -> u128 {
+            match a {
+                IpAddr::V4(v) => v.to_ipv6_mapped().to_bits(),
+                IpAddr::V6(v) => v.to_bits(),
+            }
+        }
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let key = u64::from(s.to_bits()) << 32 | u64::from(d.to_bits());
+                self.outbound_v4.entry(key).or_default()
+            }
+            (s, d) => self.outbound_v6.entry((bits(s), bits(d))).or_default(),
+        }
+    }
 }
 
 pub struct Detector {
@@ -120,17 +147,19 @@ impl Window {
         fn map<K, V>(n: usize) -> Map<K, V> {
             Map::with_capacity_and_hasher(n.min(MAX_TRACKED), Default::default())
         }
-        let (scan, flood, outbound) = like.map_or((0, 0, 0), |w| {
+        let (scan, flood, v4, v6) = like.map_or((0, 0, 0, 0), |w| {
             (
                 w.scan_targets.len(),
                 w.flood_sources.len(),
-                w.outbound.len(),
+                w.outbound_v4.len(),
+                w.outbound_v6.len(),
             )
         });
         Window {
             scan_targets: map(scan),
             flood_sources: map(flood),
-            outbound: map(outbound),
+            outbound_v4: map(v4),
+            outbound_v6: map(v6),
         }
     }
 }
@@ -220,9 +249,8 @@ fn observe_in(cfg: &DetectConfig, w: &mut Window, r: &mut FlowRecord) {
     }
     let outbound = r.flow_direction == Some(FlowDirection::Egress)
         || r.flow_direction.is_none() && !is_public(r.srcaddr);
-    if outbound && is_public(r.dstaddr) && w.outbound.len() < MAX_TRACKED {
-        let key = (r.srcaddr, r.dstaddr);
-        let total = w.outbound.entry(key).or_default();
+    if outbound && is_public(r.dstaddr) && w.outbound_pairs() < MAX_TRACKED {
+        let total = w.outbound_total(r.srcaddr, r.dstaddr);
         *total += r.bytes;
         if *total >= cfg.large_transfer_bytes {
             let t = *total;
@@ -304,5 +332,17 @@ mod tests {
         let mut v = vec![big];
         d.observe(&mut v);
         assert_eq!(v[0].detections[0].code, "large-outbound-transfer");
+        // IPv6 pairs add up the same way: two records of 600 bytes cross 1000.
+        let mut v6: Vec<FlowRecord> = (0..2)
+            .map(|_| {
+                let mut r = probe("2001:db8:1::10", "2a00:1450::5", 443, "SF");
+                r.bytes = 600;
+                r.flow_direction = Some(FlowDirection::Egress);
+                r
+            })
+            .collect();
+        d.observe(&mut v6);
+        assert!(v6[0].detections.is_empty());
+        assert_eq!(v6[1].detections[0].code, "large-outbound-transfer");
     }
 }
