@@ -62,6 +62,29 @@ struct Window {
 }
 
 impl Window {
+    /// A window whose maps are sized like `like`'s (the newest window so far): windows
+    /// of a steady stream are alike, and growing the maps a doubling at a time from
+    /// empty rehashed every entry about twice.
+    fn sized_like(like: Option<&Window>) -> Window {
+        fn map<K, V>(n: usize) -> Map<K, V> {
+            Map::with_capacity_and_hasher(n.min(MAX_TRACKED), Default::default())
+        }
+        let (scan, flood, v4, v6) = like.map_or((0, 0, 0, 0), |w| {
+            (
+                w.scan_targets.len(),
+                w.flood_sources.len(),
+                w.outbound_v4.len(),
+                w.outbound_v6.len(),
+            )
+        });
+        Window {
+            scan_targets: map(scan),
+            flood_sources: map(flood),
+            outbound_v4: map(v4),
+            outbound_v6: map(v6),
+        }
+    }
+
     fn outbound_pairs(&self) -> usize {
         self.outbound_v4.len() + self.outbound_v6.len()
     }
@@ -139,31 +162,6 @@ pub fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-impl Window {
-    /// A window whose maps are sized like `like`'s (the newest window so far): windows
-    /// of a steady stream are alike, and growing the maps a doubling at a time from
-    /// empty rehashed every entry about twice.
-    fn sized_like(like: Option<&Window>) -> Window {
-        fn map<K, V>(n: usize) -> Map<K, V> {
-            Map::with_capacity_and_hasher(n.min(MAX_TRACKED), Default::default())
-        }
-        let (scan, flood, v4, v6) = like.map_or((0, 0, 0, 0), |w| {
-            (
-                w.scan_targets.len(),
-                w.flood_sources.len(),
-                w.outbound_v4.len(),
-                w.outbound_v6.len(),
-            )
-        });
-        Window {
-            scan_targets: map(scan),
-            flood_sources: map(flood),
-            outbound_v4: map(v4),
-            outbound_v6: map(v6),
-        }
-    }
-}
-
 /// The state of the window `start` falls in; windows more than `WINDOWS_KEPT` behind
 /// the newest are dropped when a window is first seen (records of the newest window
 /// come in runs, so most calls find it and change nothing).
@@ -223,8 +221,7 @@ fn observe_in(cfg: &DetectConfig, w: &mut Window, r: &mut FlowRecord) {
         && r.tcp_flags & 0x10 == 0
         && matches!(r.conn_state, "S0" | "REJ" | "RSTOS0" | "SH")
     {
-        let (src, dst) = (r.srcaddr, r.dstaddr);
-        let n = track(&mut w.scan_targets, src, (dst, r.dstport));
+        let n = track(&mut w.scan_targets, r.srcaddr, (r.dstaddr, r.dstport));
         if n >= cfg.port_scan_targets {
             r.detections.push(Finding {
                 code: "port-scan",
@@ -235,7 +232,7 @@ fn observe_in(cfg: &DetectConfig, w: &mut Window, r: &mut FlowRecord) {
             });
         }
         if r.conn_state == "S0" {
-            let n = track(&mut w.flood_sources, (dst, r.dstport), src);
+            let n = track(&mut w.flood_sources, (r.dstaddr, r.dstport), r.srcaddr);
             if n >= cfg.syn_flood_sources {
                 r.detections.push(Finding {
                     code: "syn-flood",
