@@ -112,7 +112,12 @@ impl RecordWriter {
         n: usize,
         produce: impl FnOnce(&mut dyn FnMut(&'a [FlowRecord])),
     ) -> io::Result<()> {
-        debug_assert!(self.parquet.is_none(), "Parquet takes whole windows");
+        if self.parquet.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Parquet output takes a window's records whole (write_all)",
+            ));
+        }
         let format = &self.format;
         if n < SPLIT_ENCODE_MIN {
             let line = &mut self.line;
