@@ -5,8 +5,9 @@
 //! first two cache lines (where every header we read sits), `decode` adds our decap +
 //! parse on one thread. Then the whole pipeline (ingest thread, N workers, writer
 //! encoding AWS text records to /dev/null) runs per worker count, flows only and with
-//! every dissector. Each figure is the median of `runs` runs; ratios are against the
-//! walk of the same run, so a busy or slower machine shifts both. Memory is the peak
+//! every dissector. Each figure is the median of `runs` runs; each run's ratio to the
+//! walk is against a walk of the same capture measured just before it (the "x walk"
+//! column is the median of those), so a busy or slower machine shifts both. Memory is the peak
 //! of anonymous resident memory (the mapped capture is file-backed and left out) above
 //! what the process held before the run, sampled every 2 ms; bytes per flow divide it
 //! by the peak number of flows held. With no capture given, the same traffic is
@@ -52,6 +53,10 @@ pub struct PipelineRun {
     /// Serial parts of the wall time: learning passes, and last packet to last record.
     pub learn: Duration,
     pub tail: Duration,
+    /// ns per packet of a walk over the same capture measured just before this run:
+    /// the run's own baseline (the VM's speed drifts between the baseline passes and
+    /// the pipeline runs that come minutes later).
+    pub walk_ns: f64,
 }
 
 /// Everything measured on one capture.
@@ -129,25 +134,17 @@ fn measure(
         out.push(prepare(label, path)?);
     }
     let runs = opts.runs.max(1);
-    // Passes of `pass` over each capture in turn, in ns per packet, per capture. Each
-    // pass maps the file afresh, as a replay does, so page-mapping costs are in the
-    // baseline too.
+    // Passes of `pass` over each capture in turn, in ns per packet, per capture.
     let passes = |out: &[CaptureBench], pass: fn(&CaptureFile)| {
         let mut ns = vec![Vec::new(); out.len()];
         for _ in 0..runs.max(3) {
             for (b, n) in out.iter().zip(&mut ns) {
-                let t = Instant::now();
-                if let Ok(cap) = CaptureFile::open(&b.path) {
-                    pass(&cap);
-                }
-                n.push(t.elapsed().as_nanos() as f64 / b.packets as f64);
+                n.push(pass_ns(b, pass));
             }
         }
         ns
     };
-    let walks = passes(out, |cap| {
-        let _ = walk(cap);
-    });
+    let walks = passes(out, walk_pass);
     let decodes = passes(out, decode_all);
     for ((b, w), d) in out.iter_mut().zip(walks).zip(decodes) {
         b.walk_ns = median(w.into_iter());
@@ -162,7 +159,10 @@ fn measure(
                     if opts.stop.load(Ordering::Relaxed) {
                         break 'runs;
                     }
-                    s.push(pipeline(&b.path, workers, inspect, &opts.stop)?);
+                    let walk_ns = pass_ns(b, walk_pass);
+                    let mut run = pipeline(&b.path, workers, inspect, &opts.stop)?;
+                    run.walk_ns = walk_ns;
+                    s.push(run);
                 }
             }
             if samples.iter().any(|s| s.is_empty()) {
@@ -177,6 +177,21 @@ fn measure(
         }
     }
     Ok(())
+}
+
+/// One pass of `pass` over one capture, in ns per packet. Each pass maps the file
+/// afresh, as a replay does, so page-mapping costs are in the baseline too.
+fn pass_ns(b: &CaptureBench, pass: fn(&CaptureFile)) -> f64 {
+    let t = Instant::now();
+    if let Ok(cap) = CaptureFile::open(&b.path) {
+        pass(&cap);
+    }
+    t.elapsed().as_nanos() as f64 / b.packets as f64
+}
+
+/// The baseline pass: [`walk`], its result unused.
+fn walk_pass(cap: &CaptureFile) {
+    let _ = walk(cap);
 }
 
 /// Opens, warms and counts one capture; the figures come later.
@@ -303,6 +318,8 @@ fn pipeline(
         ],
         learn: ns("learn_ns"),
         tail: ns("tail_ns"),
+        // Set by the caller, which measures it.
+        walk_ns: 0.0,
     })
 }
 
@@ -454,7 +471,7 @@ pub fn render(results: &[CaptureBench]) -> String {
             "batch us p50/p99/p99.9",
             "learn/tail ms"
         );
-        for r in &b.runs {
+        for (r, runs) in b.runs.iter().zip(&b.samples) {
             let secs = r.wall.as_secs_f64().max(1e-9);
             let ns = r.wall.as_nanos() as f64 / b.packets as f64;
             let us = |n: u64| n as f64 / 1e3;
@@ -467,7 +484,7 @@ pub fn render(results: &[CaptureBench]) -> String {
                 b.packets as f64 / secs / 1e6,
                 b.captured_bytes as f64 * 8.0 / secs / 1e9,
                 ns,
-                ns / b.walk_ns,
+                x_walk(runs, b.packets),
                 per(r.cpu),
                 format!(
                     "{:.0}/{:.0}/{:.0}",
@@ -538,6 +555,15 @@ pub fn render(results: &[CaptureBench]) -> String {
     s
 }
 
+/// Pipeline time per packet against the walk, as the median of each run's ratio to
+/// the walk measured just before it.
+fn x_walk(runs: &[PipelineRun], packets: u64) -> f64 {
+    median(runs.iter().map(|r| {
+        let ns = r.wall.as_nanos() as f64 / packets.max(1) as f64;
+        ns / r.walk_ns.max(1e-12)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,6 +584,7 @@ mod tests {
             batch_ns: [0; 4],
             learn: Duration::ZERO,
             tail: Duration::ZERO,
+            walk_ns: 50.0,
         }
     }
 
@@ -577,6 +604,23 @@ mod tests {
             samples,
             decode_samples: decode.to_vec(),
         }
+    }
+
+    /// "x walk" is the median of each run's ratio to the walk measured just before it:
+    /// here the machine slows down by half over the runs, and each run still takes
+    /// twice its walk.
+    #[test]
+    fn x_walk_is_each_runs_ratio_to_its_own_walk() {
+        let runs: Vec<PipelineRun> = [100, 150, 200]
+            .iter()
+            .map(|&ms| {
+                let mut r = run_of(1, false, ms);
+                // 1000 packets: ms * 1e6 / 1000 ns per packet.
+                r.walk_ns = ms as f64 * 1e3 / 2.0;
+                r
+            })
+            .collect();
+        assert_eq!(x_walk(&runs, 1000), 2.0);
     }
 
     /// The overhead is the median of side-by-side ratios, not the ratio of medians:
