@@ -7,10 +7,10 @@
 //! encoding AWS text records to /dev/null) runs per worker count, flows only and with
 //! every dissector. Each figure is the median of `runs` runs; each run's ratio to the
 //! walk is against a walk of the same capture measured just before it (the "x walk"
-//! column is the median of those), so a busy or slower machine shifts both. Memory is the peak
-//! of anonymous resident memory (the mapped capture is file-backed and left out) above
-//! what the process held before the run, sampled every 2 ms; bytes per flow divide it
-//! by the peak number of flows held. With no capture given, the same traffic is
+//! column is the median of those), so a busy or slower machine shifts both. Memory is
+//! the peak of anonymous resident memory (the mapped capture is file-backed and left
+//! out) above what the process held before the run, sampled every 2 ms; bytes per flow
+//! divide it by the peak number of flows held. With no capture given, the same traffic is
 //! generated plain and VXLAN-wrapped, so the cost of decapsulation shows too: the
 //! twins are measured in alternation, run by run, and the overhead is the median of
 //! the ratios of runs measured side by side.
