@@ -172,19 +172,17 @@ impl RecordWriter {
         let mut texts = done.into_iter().peekable();
         self.out.flush()?;
         for (index, records) in chunks.iter().enumerate() {
-            let text = match texts.next_if(|(i, _)| *i == index) {
-                Some((_, text)) => text,
-                None => {
-                    let mut text = self.spare_text.pop().unwrap_or_default();
-                    for r in *records {
-                        format.write(r, &mut text);
-                    }
-                    text
+            let (_, mut text) = match texts.next_if(|(i, _)| *i == index) {
+                Some(done) => done,
+                None => EncodeJob {
+                    index,
+                    records,
+                    text: self.spare_text.pop().unwrap_or_default(),
                 }
+                .encode(format),
             };
             // Chunks of ~80 kB go straight to the output, not through its buffer.
             let written = self.out.get_mut().write_all(text.as_bytes());
-            let mut text = text;
             text.clear();
             self.spare_text.push(text);
             written?;
