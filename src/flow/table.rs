@@ -99,6 +99,11 @@ pub struct FlowTable {
     /// hashing it and probing the index. Cleared whenever entries move or go.
     last: Option<(FlowKey, usize)>,
     interval_s: u64,
+    /// The aggregation window the last packet fell in: its start in seconds and its
+    /// span in ns. Packets arrive in time order, so nearly all fall in it, and the
+    /// division that finds a window (two 64-bit `div`s, ~4 % of a flows-only worker)
+    /// is done once per window instead of once per packet.
+    current_window: (u64, std::ops::Range<u64>),
     timeouts: [u64; 5],
     sessions: Arc<SessionMap>,
     next_sweep_ns: u64,
@@ -143,6 +148,7 @@ impl FlowTable {
             flows: IndexMap::default(),
             last: None,
             interval_s: interval_s.max(1),
+            current_window: (0, 0..0),
             timeouts: [
                 timeouts.tcp * NS,
                 timeouts.tcp_closed * NS,
@@ -213,9 +219,15 @@ fn timeout_ns(timeouts: &[u64; 5], key: &FlowKey, conn: &ConnTracker) -> u64 {
 }
 
 impl FlowTable {
-    fn window_of(&self, ts_ns: u64) -> u64 {
+    fn window_of(&mut self, ts_ns: u64) -> u64 {
+        if self.current_window.1.contains(&ts_ns) {
+            return self.current_window.0;
+        }
         let s = ts_ns / NS;
-        s - s % self.interval_s
+        let start = s - s % self.interval_s;
+        let span_ns = start.saturating_mul(NS)..(start + self.interval_s).saturating_mul(NS);
+        self.current_window = (start, span_ns);
+        start
     }
 
     /// Accounts one packet; records it closes are appended to `out`.
@@ -466,6 +478,29 @@ mod tests {
         let (src, dst) = if fwd { (a, b) } else { (b, a) };
         let (key, side) = FlowKey::new(Some(9), None, src, dst, PROTO_TCP);
         FlowPacket::counted(key, side, (ts_s * 1e9) as u64, len, flags, seq)
+    }
+
+    /// The cached window gives what the division gives, at its edges and for a packet
+    /// older than the one before (a table fed without dispatch's late-packet floor).
+    #[test]
+    fn window_of_matches_the_division_in_any_order() {
+        let mut t = table();
+        let interval = t.interval_s;
+        let edge = 3 * interval * NS;
+        for ts in [
+            edge,
+            edge - 1,
+            edge + 1,
+            0,
+            edge + interval * NS,
+            edge,
+            u64::MAX,
+            u64::MAX - 1,
+            7,
+        ] {
+            let s = ts / NS;
+            assert_eq!(t.window_of(ts), s - s % interval, "ts {ts}");
+        }
     }
 
     fn table() -> FlowTable {
