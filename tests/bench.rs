@@ -48,4 +48,11 @@ fn bench_serve_accounts_for_what_was_sent() {
     // Both phases sent the capture twice; what each received is reported against it.
     assert!(out.contains("of 3182 datagrams"), "{out}");
     assert!(out.contains("serve / bare loop:"));
+    // Received of sent, and how busy the receiving core was, for both phases.
+    assert!(out.contains("received of sent: serve "), "{out}");
+    assert!(
+        out.contains("receiving core busy while send ran: serve "),
+        "{out}"
+    );
+    assert!(out.contains(" us/datagram (all threads)"), "{out}");
 }
