@@ -150,8 +150,9 @@ impl Dispatcher {
         self.last_mac = None;
     }
 
-    /// Sends every partial batch now (serve does this after each receive, so packets
-    /// never wait for a batch to fill).
+    /// Sends every partial batch now (serve does this once a drained socket's packets
+    /// have waited a millisecond or the link went quiet, so packets never wait long
+    /// for a batch to fill).
     pub fn flush(&mut self) {
         for w in 0..self.workers.len() {
             if !self.pending[w].is_empty() {
