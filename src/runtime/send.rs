@@ -100,20 +100,25 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// The `i`-th queued datagram.
+    fn datagram(&self, i: usize) -> &[u8] {
+        let begin = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.data.get(begin..self.ends[i]).unwrap_or(&[])
+    }
+
     /// Sends everything queued; a datagram the kernel refuses is counted as skipped.
     fn send(&mut self, socket: &UdpSocket, report: &mut SendReport) {
         let mut at = 0;
         while at < self.ends.len() {
-            match send_some(socket, &self.data, &self.ends, at) {
+            match send_some(socket, self, at) {
                 Ok(0) => {
                     report.skipped += 1;
                     at += 1;
                 }
                 Ok(sent) => {
                     for i in at..(at + sent).min(self.ends.len()) {
-                        let begin = if i == 0 { 0 } else { self.ends[i - 1] };
                         report.datagrams += 1;
-                        report.bytes += (self.ends[i] - begin) as u64;
+                        report.bytes += self.datagram(i).len() as u64;
                     }
                     at += sent;
                 }
@@ -133,20 +138,14 @@ impl Outbox {
 
 /// Sends datagrams `from..` of the outbox with one `sendmmsg`; returns how many went.
 #[cfg(target_os = "linux")]
-fn send_some(
-    socket: &UdpSocket,
-    data: &[u8],
-    ends: &[usize],
-    from: usize,
-) -> std::io::Result<usize> {
+fn send_some(socket: &UdpSocket, outbox: &Outbox, from: usize) -> std::io::Result<usize> {
     use std::os::fd::AsRawFd;
-    let count = (ends.len() - from).min(SEND_BATCH);
+    let count = (outbox.ends.len() - from).min(SEND_BATCH);
     // SAFETY: all-zero iovec and mmsghdr values are valid (null pointers, zero lengths).
     let mut iovecs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
     let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
     for (k, i) in (from..from + count).enumerate() {
-        let begin = if i == 0 { 0 } else { ends[i - 1] };
-        let datagram = data.get(begin..ends[i]).unwrap_or(&[]);
+        let datagram = outbox.datagram(i);
         iovecs[k] = libc::iovec {
             iov_base: datagram.as_ptr() as *mut libc::c_void,
             iov_len: datagram.len(),
@@ -154,7 +153,7 @@ fn send_some(
         msgs[k].msg_hdr.msg_iov = &mut iovecs[k];
         msgs[k].msg_hdr.msg_iovlen = 1;
     }
-    // SAFETY: each iovec points into `data` with its length, and `msgs` and `iovecs`
+    // SAFETY: each iovec points into the outbox's data with its length, and `msgs` and `iovecs`
     // outlive the call; the kernel only reads the datagrams.
     let n = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), count as u32, 0) };
     if n < 0 {
@@ -165,14 +164,8 @@ fn send_some(
 
 /// Without `sendmmsg`: one datagram per call.
 #[cfg(not(target_os = "linux"))]
-fn send_some(
-    socket: &UdpSocket,
-    data: &[u8],
-    ends: &[usize],
-    from: usize,
-) -> std::io::Result<usize> {
-    let begin = if from == 0 { 0 } else { ends[from - 1] };
-    socket.send(data.get(begin..ends[from]).unwrap_or(&[]))?;
+fn send_some(socket: &UdpSocket, outbox: &Outbox, from: usize) -> std::io::Result<usize> {
+    socket.send(outbox.datagram(from))?;
     Ok(1)
 }
 
