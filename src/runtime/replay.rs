@@ -460,10 +460,11 @@ fn write_records(
             ToWriter::Records(recs) => {
                 held += recs.len();
                 for r in recs {
-                    pending
+                    let win = pending
                         .entry(r.start - r.start % interval_s)
-                        .or_insert_with(|| windows.take_window())
-                        .push(r);
+                        .or_insert_with(|| windows.take_window());
+                    windows.make_room(win);
+                    win.push(r);
                 }
                 while held > MAX_PENDING_RECORDS {
                     let Some((_, win)) = pending.pop_first() else {
