@@ -40,6 +40,13 @@ const SPLIT_ENCODE_MIN: usize = 8192;
 /// nothing measurable (~20 per window).
 pub const ENCODE_CHUNK: usize = 2048;
 
+/// Emptied chunk texts kept for the next chunks. The records are handed over faster
+/// than they are encoded, so most chunks of a window are handed over before any text
+/// comes back and start with a text of their own; keeping every one of those (~1 MB
+/// each in JSON) held ~60 MB after a 200k-record window. Two threads encode, so a few
+/// texts serve a steady stream.
+const SPARE_TEXTS: usize = 4;
+
 impl RecordWriter {
     pub fn open(dest: &Destination, format: RecordFormat) -> io::Result<RecordWriter> {
         if format.kind() == crate::record::OutputKind::Parquet {
@@ -103,10 +110,14 @@ impl RecordWriter {
     /// order, a chunk at a time. For a large batch (a whole window: 47k records, ~7 ms
     /// of encoding) a helper thread encodes each chunk as soon as it is handed over,
     /// while `produce` goes on with the next on this thread; once `produce` is done,
-    /// this thread encodes from the back of what is left. The last window is written
-    /// after the last packet, when the other core has nothing else to do, so what
-    /// `produce` does (putting records in order, the detectors) no longer comes before
-    /// all of the encoding. Text and JSON lines only (see [`Self::encodes_in_chunks`]).
+    /// this thread encodes alongside the helper. The last window is written after the
+    /// last packet, when the other core has nothing else to do, so what `produce` does
+    /// (putting records in order, the detectors) no longer comes before all of the
+    /// encoding. Each chunk's text is written as soon as every chunk before it is, so
+    /// only a few chunks' text is held at once: holding a whole window's until the end
+    /// took ~90 MB for the 200k-record windows of a 1M-flow flood in JSON, which put
+    /// such a run over 512 MiB. Text and JSON lines only (see
+    /// [`Self::encodes_in_chunks`]).
     pub fn write_in_order<'a>(
         &mut self,
         n: usize,
@@ -131,62 +142,53 @@ impl RecordWriter {
             self.written += n as u64;
             return Ok(());
         }
+        self.out.flush()?;
         let handoff = Handoff::default();
-        let spare = &mut self.spare_text;
-        let mut chunks: Vec<&'a [FlowRecord]> = Vec::new();
-        let (mut done, helper_cpu) = std::thread::scope(|s| {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<(usize, String)>();
+        let mut texts = InOrder {
+            out: self.out.get_mut(),
+            spare: &mut self.spare_text,
+            chunks: Vec::new(),
+            done: std::collections::BTreeMap::new(),
+            next: 0,
+            failed: None,
+        };
+        let helper_cpu = std::thread::scope(|s| {
             let helper = std::thread::Builder::new()
                 .name("mf-encode".into())
                 .spawn_scoped(s, || {
-                    let mut done = Vec::new();
-                    while let Some(job) = handoff.next(Take::Front) {
-                        done.push(job.encode(format));
+                    while let Some(job) = handoff.next() {
+                        // The writer is gone only if it panicked; the job is then moot.
+                        let _ = done_tx.send(job.encode(format));
                     }
-                    (done, crate::telemetry::thread_cpu_time())
+                    crate::telemetry::thread_cpu_time()
                 });
             // Closed also when `produce` panics: the helper then ends, and the scope
             // does not wait for it forever.
             let closer = CloseOnDrop(&handoff);
             produce(&mut |records| {
-                chunks.push(records);
+                texts.chunks.push(records);
                 handoff.give(EncodeJob {
-                    index: chunks.len() - 1,
+                    index: texts.chunks.len() - 1,
                     records,
-                    text: spare.pop().unwrap_or_default(),
+                    text: texts.spare.pop().unwrap_or_default(),
                 });
+                texts.take_done(&done_rx);
             });
             drop(closer);
             // With no helper thread this takes every chunk.
-            let mut done = Vec::new();
-            while let Some(job) = handoff.next(Take::Back) {
-                done.push(job.encode(format));
+            while let Some(job) = handoff.next() {
+                let (index, text) = job.encode(format);
+                texts.done.insert(index, text);
+                texts.take_done(&done_rx);
             }
             let helper = helper.ok().and_then(|h| h.join().ok());
-            let cpu = helper.as_ref().map(|(_, cpu)| *cpu);
-            done.extend(helper.into_iter().flat_map(|(d, _)| d));
-            (done, cpu)
+            texts.take_done(&done_rx);
+            helper
         });
         self.helper_cpu += helper_cpu.unwrap_or_default();
         // Chunks a failed helper took are encoded again here: no record is lost.
-        done.sort_unstable_by_key(|(index, _)| *index);
-        let mut texts = done.into_iter().peekable();
-        self.out.flush()?;
-        for (index, records) in chunks.iter().enumerate() {
-            let (_, mut text) = match texts.next_if(|(i, _)| *i == index) {
-                Some(done) => done,
-                None => EncodeJob {
-                    index,
-                    records,
-                    text: self.spare_text.pop().unwrap_or_default(),
-                }
-                .encode(format),
-            };
-            // Chunks of ~80 kB go straight to the output, not through its buffer.
-            let written = self.out.get_mut().write_all(text.as_bytes());
-            text.clear();
-            self.spare_text.push(text);
-            written?;
-        }
+        texts.finish(format)?;
         self.written += n as u64;
         Ok(())
     }
@@ -234,12 +236,68 @@ impl EncodeJob<'_> {
     }
 }
 
-/// Which end of the handoff a thread takes chunks from: the helper from the front, as
-/// they are handed over; the producing thread, once done, from the back.
-#[derive(Clone, Copy)]
-enum Take {
-    Front,
-    Back,
+/// The encoded chunks of one batch on their way out: each is written once every chunk
+/// before it is.
+struct InOrder<'w, 'a> {
+    out: &'w mut Box<dyn Write + Send>,
+    /// Emptied texts, for the next chunks.
+    spare: &'w mut Vec<String>,
+    /// Every chunk handed over so far, by index.
+    chunks: Vec<&'a [FlowRecord]>,
+    /// Encoded chunks waiting for one before them.
+    done: std::collections::BTreeMap<usize, String>,
+    /// The chunk to write next.
+    next: usize,
+    /// The first write error: nothing is written after it, and it is returned.
+    failed: Option<io::Error>,
+}
+
+impl InOrder<'_, '_> {
+    /// Takes what the helper has encoded so far and writes what is now in order.
+    fn take_done(&mut self, from: &crossbeam_channel::Receiver<(usize, String)>) {
+        self.done.extend(from.try_iter());
+        while let Some(text) = self.done.remove(&self.next) {
+            self.write(text);
+        }
+    }
+
+    fn write(&mut self, mut text: String) {
+        if self.failed.is_none() {
+            // Chunks of ~80 kB go straight to the output, not through its buffer.
+            if let Err(e) = self.out.write_all(text.as_bytes()) {
+                self.failed = Some(e);
+            }
+        }
+        if self.spare.len() < SPARE_TEXTS {
+            text.clear();
+            self.spare.push(text);
+        }
+        self.next += 1;
+    }
+
+    /// Writes the chunks not written yet, encoding here any the helper took and never
+    /// returned (it failed).
+    fn finish(mut self, format: &RecordFormat) -> io::Result<()> {
+        while self.next < self.chunks.len() {
+            let text = match self.done.remove(&self.next) {
+                Some(text) => text,
+                None => {
+                    EncodeJob {
+                        index: self.next,
+                        records: self.chunks[self.next],
+                        text: self.spare.pop().unwrap_or_default(),
+                    }
+                    .encode(format)
+                    .1
+                }
+            };
+            self.write(text);
+        }
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Chunks handed over for encoding, in order.
@@ -267,15 +325,12 @@ impl<'a> Handoff<'a> {
         self.ready.notify_all();
     }
 
-    /// The next chunk from `end`; waits while none is there and more may come. `None`
+    /// The next chunk in order; waits while none is there and more may come. `None`
     /// once closed and empty.
-    fn next(&self, end: Take) -> Option<EncodeJob<'a>> {
+    fn next(&self) -> Option<EncodeJob<'a>> {
         let mut state = self.lock();
         loop {
-            let job = match end {
-                Take::Front => state.jobs.pop_front(),
-                Take::Back => state.jobs.pop_back(),
-            };
+            let job = state.jobs.pop_front();
             if job.is_some() || state.closed {
                 return job;
             }
@@ -409,5 +464,89 @@ mod tests {
             assert!(std::fs::read_to_string(&path).unwrap() == want);
         }
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Output that keeps what it is given, and fails from its `fail_at`th write on.
+    #[derive(Clone)]
+    struct Kept {
+        bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        fail_at: usize,
+    }
+
+    impl Write for Kept {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            use std::sync::atomic::Ordering;
+            if self.writes.fetch_add(1, Ordering::Relaxed) + 1 >= self.fail_at {
+                return Err(io::Error::other("disk full"));
+            }
+            self.bytes.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Chunks encoded out of order are written in order as soon as the ones before
+    /// them are, one the helper never returned is encoded at the end, and after a
+    /// failed write nothing more is written and the error comes back.
+    #[test]
+    fn encoded_chunks_are_written_in_order_as_soon_as_they_can_be() {
+        let records: Vec<FlowRecord> = (0..50u64)
+            .map(|i| FlowRecord::status_only(None, Some(7), None, LogStatus::Ok, i, i + 1))
+            .collect();
+        let format = RecordFormat::default_text();
+        let chunks: Vec<&[FlowRecord]> = records.chunks(10).collect();
+        let encoded = |i: usize| {
+            EncodeJob {
+                index: i,
+                records: chunks[i],
+                text: String::new(),
+            }
+            .encode(&format)
+            .1
+        };
+        for fail_at in [usize::MAX, 2] {
+            let kept = Kept {
+                bytes: Default::default(),
+                writes: Default::default(),
+                fail_at,
+            };
+            let mut out: Box<dyn Write + Send> = Box::new(kept.clone());
+            let mut spare = Vec::new();
+            let mut texts = InOrder {
+                out: &mut out,
+                spare: &mut spare,
+                chunks: chunks.clone(),
+                done: Default::default(),
+                next: 0,
+                failed: None,
+            };
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let written =
+                |kept: &Kept| String::from_utf8(kept.bytes.lock().unwrap().clone()).unwrap();
+            tx.send((2, encoded(2))).unwrap();
+            texts.take_done(&rx);
+            assert_eq!(written(&kept), "", "chunk 2 waits for 0 and 1");
+            tx.send((0, encoded(0))).unwrap();
+            tx.send((1, encoded(1))).unwrap();
+            tx.send((4, encoded(4))).unwrap();
+            texts.take_done(&rx);
+            assert_eq!(texts.next, 3);
+            assert_eq!(texts.done.len(), 1, "only chunk 4 is held");
+            let result = texts.finish(&format);
+            let want: String = (0..5).map(encoded).collect();
+            if fail_at == usize::MAX {
+                result.unwrap();
+                assert_eq!(written(&kept), want);
+            } else {
+                assert_eq!(result.unwrap_err().to_string(), "disk full");
+                assert_eq!(written(&kept), encoded(0), "nothing after the failed write");
+            }
+            // Chunk 3 was encoded into a text emptied before it: four texts in all, as
+            // many as are kept.
+            assert_eq!(spare.len(), SPARE_TEXTS.min(4));
+        }
     }
 }
