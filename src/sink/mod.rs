@@ -43,8 +43,8 @@ pub const ENCODE_CHUNK: usize = 2048;
 /// Emptied chunk texts kept for the next chunks. The records are handed over faster
 /// than they are encoded, so most chunks of a window are handed over before any text
 /// comes back and start with a text of their own; keeping every one of those (~1 MB
-/// each in JSON) held ~60 MB after a 200k-record window. Two threads encode, so a few
-/// texts serve a steady stream.
+/// each in JSON) held 38 MiB more at the peak of a 1M-flow flood. Two threads encode,
+/// so a few texts serve a steady stream.
 const SPARE_TEXTS: usize = 4;
 
 impl RecordWriter {
@@ -114,10 +114,10 @@ impl RecordWriter {
     /// last packet, when the other core has nothing else to do, so what `produce` does
     /// (putting records in order, the detectors) no longer comes before all of the
     /// encoding. Each chunk's text is written as soon as every chunk before it is, so
-    /// only a few chunks' text is held at once: holding a whole window's until the end
-    /// took ~90 MB for the 200k-record windows of a 1M-flow flood in JSON, which put
-    /// such a run over 512 MiB. Text and JSON lines only (see
-    /// [`Self::encodes_in_chunks`]).
+    /// only a few chunks' text is held at once: holding a window's text until all of
+    /// it was encoded (and every text for reuse after, see [`SPARE_TEXTS`]) put a
+    /// 1M-flow flood in JSON, in windows of 200k records, at 572 MiB peak RSS, now 495.
+    /// Text and JSON lines only (see [`Self::encodes_in_chunks`]).
     pub fn write_in_order<'a>(
         &mut self,
         n: usize,
