@@ -115,7 +115,7 @@ impl RecordWriter {
     /// (putting records in order, the detectors) no longer comes before all of the
     /// encoding. Each chunk's text is written as soon as every chunk before it is, so
     /// only a few chunks' text is held at once: holding a window's text until all of
-    /// it was encoded (and every text for reuse after, see [`SPARE_TEXTS`]) put a
+    /// it was encoded (and every text for reuse after, see `SPARE_TEXTS`) put a
     /// 1M-flow flood in JSON, in windows of 200k records, at 572 MiB peak RSS, now 495.
     /// Text and JSON lines only (see [`Self::encodes_in_chunks`]).
     pub fn write_in_order<'a>(
