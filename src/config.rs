@@ -141,7 +141,7 @@ pub struct ServeConfig {
     /// Source networks allowed to send mirror traffic. Anyone who can reach the port
     /// could otherwise forge records, so there is no "allow all" default.
     pub allow_sources: Vec<ipnet::IpNet>,
-    /// VNIs accepted; empty = the VNIs of the [[session]] entries (and any VNI when
+    /// VNIs accepted; empty = the VNIs of the `[[session]]` entries (and any VNI when
     /// there are none).
     pub allow_vnis: Vec<u32>,
 }
