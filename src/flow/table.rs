@@ -174,24 +174,43 @@ impl FlowTable {
     /// Nothing is lost; a flow that comes back starts a new record.
     fn evict_oldest(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {
         let n = (self.flows.len() / EVICT_FRACTION).max(1);
-        let mut idle: Vec<(u64, u64, FlowKey)> = self
+        let mut idle: Vec<(u64, u64, usize)> = self
             .flows
-            .iter()
-            .map(|(k, f)| (f.last_ns, f.first_seq, *k))
+            .values()
+            .enumerate()
+            .map(|(i, f)| (f.last_ns, f.first_seq, i))
             .collect();
         // (last packet, first packet's sequence) is unique per flow: a total order.
         idle.select_nth_unstable_by_key(n - 1, |e| (e.0, e.1));
         idle.truncate(n);
         idle.sort_unstable_by_key(|e| (e.0, e.1));
-        for (_, _, key) in idle {
-            self.last = None;
-            if let Some(mut f) = self.flows.swap_remove(&key) {
-                finish_inspection(&mut f, &mut self.stats);
-                emit(&key, &mut f, out, &mut self.stats);
+        let mut gone = Vec::with_capacity(idle.len());
+        for (_, _, i) in idle {
+            if let Some((key, f)) = self.flows.get_index_mut(i) {
+                finish_inspection(f, &mut self.stats);
+                emit(key, f, out, &mut self.stats);
                 self.stats.evicted += 1;
+                gone.push(i);
             }
         }
+        self.remove_entries(gone);
         self.last_eviction_ns = now_ns;
+    }
+
+    /// Removes the entries at `indices` (distinct). From the highest down: removing
+    /// one moves the last entry into its place, and every entry after it that was to
+    /// go is gone by then, so the moved one stays. Entries are found by index, not by
+    /// hashing their keys again (a sweep or eviction used to look up every flow it had
+    /// just visited).
+    fn remove_entries(&mut self, mut indices: Vec<usize>) {
+        if indices.is_empty() {
+            return;
+        }
+        self.last = None;
+        indices.sort_unstable_by(|a, b| b.cmp(a));
+        for i in indices {
+            self.flows.swap_remove_index(i);
+        }
     }
 
     /// Replaces the session map (SIGHUP reload); flows created from now on use it.
@@ -326,31 +345,34 @@ impl FlowTable {
     /// Emits the records of windows that ended and of idle connections, as of `now_ns`.
     pub fn sweep(&mut self, now_ns: u64, out: &mut Vec<FlowRecord>) {
         let interval_ns = self.interval_s * NS;
-        let mut due: Vec<(u64, FlowKey, bool)> = Vec::new();
-        for (key, f) in &self.flows {
+        let mut due: Vec<(u64, usize, bool)> = Vec::new();
+        for (i, (key, f)) in self.flows.iter().enumerate() {
             let idle = now_ns
                 > f.last_ns + timeout_ns(&self.timeouts, key, &f.conn) + LATE_PACKET_GRACE_NS;
             let window_over =
                 f.has_traffic() && now_ns >= (f.window * NS) + interval_ns + LATE_PACKET_GRACE_NS;
             if idle || window_over {
-                due.push((f.first_seq, *key, idle));
+                due.push((f.first_seq, i, idle));
             }
         }
         // Table iteration order is arbitrary; records come out in flow arrival order.
         due.sort_unstable_by_key(|d| d.0);
-        for (_, key, idle) in due {
+        let mut gone = Vec::new();
+        for (_, i, idle) in due {
+            let Some((key, f)) = self.flows.get_index_mut(i) else {
+                continue;
+            };
             if idle {
-                self.last = None;
-                if let Some(mut f) = self.flows.swap_remove(&key) {
-                    finish_inspection(&mut f, &mut self.stats);
-                    emit(&key, &mut f, out, &mut self.stats);
-                    self.stats.idle_expired += 1;
-                }
-            } else if let Some(f) = self.flows.get_mut(&key) {
-                emit(&key, f, out, &mut self.stats);
+                finish_inspection(f, &mut self.stats);
+                emit(key, f, out, &mut self.stats);
+                self.stats.idle_expired += 1;
+                gone.push(i);
+            } else {
+                emit(key, f, out, &mut self.stats);
                 f.sides = Default::default();
             }
         }
+        self.remove_entries(gone);
     }
 
     /// End of input: every flow's records, in arrival order.
@@ -618,6 +640,84 @@ mod tests {
         assert_eq!(out_a, out_b);
         assert_eq!(out_a.len(), 2);
         assert_eq!(a.stats().idle_expired, 1);
+    }
+
+    /// Extra sweeps that expire flows spread over the entry vector (removed by index,
+    /// highest first) give the records the table's own sweeps give, each sweep's in
+    /// arrival order, and the flows left behind keep counting as themselves.
+    #[test]
+    fn sweeps_expiring_many_flows_agree_with_no_sweeps() {
+        let base = 1_704_067_200.0;
+        let flow = |port: u16, seq: u64, ts: f64| {
+            let (key, side) = FlowKey::new(
+                None,
+                None,
+                ("10.0.1.10".parse().unwrap(), port),
+                ("198.51.100.7".parse().unwrap(), 53),
+                PROTO_UDP,
+            );
+            let len = 100 + u32::from(port);
+            FlowPacket::counted(key, side, (ts * NS as f64) as u64, len, 0, seq)
+        };
+        let mut pkts = Vec::new();
+        let mut seq = 0;
+        let mut send = |port: u16, ts: f64| {
+            pkts.push(flow(port, seq, ts));
+            seq += 1;
+        };
+        for i in 0..40u16 {
+            send(1000 + i, base + f64::from(i) * 0.5);
+        }
+        for i in 0..40u16 {
+            if i % 3 == 0 {
+                // Back long after its UDP timeout (60 s): a new connection.
+                send(1000 + i, base + 200.0 + f64::from(i));
+            } else {
+                // Busy within the timeout, before and after the first sweep.
+                send(1000 + i, base + 10.0 + f64::from(i) * 0.5);
+                send(1000 + i, base + 60.0 + f64::from(i) * 0.5);
+            }
+        }
+        pkts.sort_by_key(|p| (p.ts_ns, p.seq));
+        let run = |sweeps: &[f64]| {
+            let mut t = table();
+            let mut out = Vec::new();
+            let mut swept = Vec::new();
+            let mut next = sweeps.iter().peekable();
+            for p in &pkts {
+                while let Some(at) = next.next_if(|at| ((**at) * NS as f64) as u64 <= p.ts_ns) {
+                    let before = out.len();
+                    t.sweep((at * NS as f64) as u64, &mut out);
+                    swept.push(out[before..].iter().map(|r| r.srcport).collect::<Vec<_>>());
+                }
+                t.process(p, &[], &mut out);
+            }
+            t.flush(&mut out);
+            out.sort_by_key(|r| (r.srcport, r.start));
+            (out, t.stats(), swept)
+        };
+        let (plain, plain_stats, _) = run(&[]);
+        let (swept, swept_stats, sweeps) = run(&[base + 70.0, base + 150.0]);
+        assert_eq!(swept, plain);
+        assert_eq!(swept_stats.idle_expired, plain_stats.idle_expired);
+        // At 70 s only flows quiet since before 5 s are past timeout and grace.
+        assert_eq!(sweeps[0], [1000, 1003, 1006, 1009], "arrival order");
+        // Those busy until 60-80 s, and what the table's own sweeps left.
+        assert!(sweeps[1].len() >= 26, "{:?}", sweeps[1]);
+        assert!(sweeps[1].is_sorted(), "arrival order: {:?}", sweeps[1]);
+        // One record per connection: the every-third flows had two.
+        assert_eq!(plain.len(), 26 + 2 * 14);
+        assert!(plain
+            .iter()
+            .all(|r| r.bytes == r.packets * (100 + u64::from(r.srcport))));
+        let packets = |port: u16| {
+            plain
+                .iter()
+                .filter(|r| r.srcport == port)
+                .map(|r| r.packets)
+                .sum::<u64>()
+        };
+        assert!((1000..1040).all(|p| packets(p) == if (p - 1000) % 3 == 0 { 2 } else { 3 }));
     }
 
     #[test]
