@@ -317,7 +317,7 @@ pub enum Value<'a> {
     List(&'a [String]),
     /// `code=detail` pairs (connection findings, then detections): `;`-separated in
     /// text, objects in JSON.
-    Findings(&'a [Finding], &'a [Finding]),
+    Findings(&'a [Finding], &'a [crate::detect::Detection]),
 }
 
 /// Decimal digits of `n` with `itoa` (two digits per step from a table, no `fmt`, no
@@ -438,6 +438,31 @@ fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
+/// The (code, detail) pairs of a record's connection findings, then its detections
+/// (whose details are put into words here).
+fn finding_pairs<'a>(
+    findings: &'a [Finding],
+    detections: &'a [crate::detect::Detection],
+) -> impl Iterator<Item = (&'static str, std::borrow::Cow<'a, str>)> {
+    let findings = findings
+        .iter()
+        .map(|f| (f.code, std::borrow::Cow::Borrowed(f.detail.as_str())));
+    let detections = detections
+        .iter()
+        .map(|d| (d.code(), std::borrow::Cow::Owned(d.to_string())));
+    findings.chain(detections)
+}
+
+/// Findings and detections as a JSON array of `{"code", "detail"}` objects.
+pub fn findings_json(
+    findings: &[Finding],
+    detections: &[crate::detect::Detection],
+) -> serde_json::Value {
+    finding_pairs(findings, detections)
+        .map(|(code, detail)| serde_json::json!({"code": code, "detail": detail}))
+        .collect()
+}
+
 impl Value<'_> {
     fn write_text(&self, out: &mut String) {
         match self {
@@ -455,10 +480,8 @@ impl Value<'_> {
                 Value::Str(&joined).write_text(out);
             }
             Value::Findings(a, b) => {
-                let joined = a
-                    .iter()
-                    .chain(b.iter())
-                    .map(|f| format!("{}={}", f.code, f.detail))
+                let joined = finding_pairs(a, b)
+                    .map(|(code, detail)| format!("{code}={detail}"))
                     .collect::<Vec<_>>()
                     .join(";");
                 Value::Str(&joined).write_text(out);
@@ -480,12 +503,7 @@ impl Value<'_> {
                 out.push_str(&serde_json::to_string(items).unwrap_or_else(|_| "[]".into()));
             }
             Value::Findings(a, b) => {
-                let v: Vec<serde_json::Value> = a
-                    .iter()
-                    .chain(b.iter())
-                    .map(|f| serde_json::json!({"code": f.code, "detail": f.detail}))
-                    .collect();
-                out.push_str(&serde_json::to_string(&v).unwrap_or_else(|_| "[]".into()));
+                out.push_str(&findings_json(a, b).to_string());
             }
         }
     }

@@ -91,7 +91,7 @@ pub struct FlowRecord {
     /// computed only when an output asks for it.
     pub community: Option<CommunityInput>,
     /// Findings of the record-stream detectors (scans, floods, transfers).
-    pub detections: Vec<crate::dissect::Finding>,
+    pub detections: Vec<crate::detect::Detection>,
 }
 
 /// The orientation and ICMP type/code Community ID is computed from.

@@ -184,14 +184,7 @@ fn text(v: &Value<'_>) -> String {
         Value::Ip(ip) => ip.to_string(),
         Value::Num(n) => n.to_string(),
         Value::List(items) => items.join(","),
-        Value::Findings(a, b) => {
-            let all: Vec<serde_json::Value> = a
-                .iter()
-                .chain(b.iter())
-                .map(|f| serde_json::json!({"code": f.code, "detail": f.detail}))
-                .collect();
-            serde_json::Value::Array(all).to_string()
-        }
+        Value::Findings(a, b) => crate::record::format::findings_json(a, b).to_string(),
     }
 }
 
