@@ -457,14 +457,25 @@ fn write_records(
     };
     for msg in rx {
         match msg {
-            ToWriter::Records(recs) => {
+            ToWriter::Records(mut recs) => {
                 held += recs.len();
-                for r in recs {
+                // A message's records nearly always share one window: they join it as
+                // one run, and the rare record of another window starts the next run.
+                while let Some(first) = recs.first() {
+                    let start = first.start - first.start % interval_s;
+                    let span = start..start.saturating_add(interval_s);
+                    let mut run = match recs.iter().position(|r| !span.contains(&r.start)) {
+                        Some(n) => {
+                            let rest = recs.split_off(n);
+                            std::mem::replace(&mut recs, rest)
+                        }
+                        None => std::mem::take(&mut recs),
+                    };
                     let win = pending
-                        .entry(r.start - r.start % interval_s)
+                        .entry(start)
                         .or_insert_with(|| windows.take_window());
-                    windows.make_room(win);
-                    win.push(r);
+                    windows.make_room(win, run.len());
+                    win.append(&mut run);
                 }
                 while held > MAX_PENDING_RECORDS {
                     let Some((_, win)) = pending.pop_first() else {
