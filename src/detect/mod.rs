@@ -22,7 +22,7 @@ use crate::record::{FlowDirection, FlowRecord, LogStatus};
 
 /// A finding of these detectors, kept as the count and addresses it is made of and put
 /// into words (`Display`) only when an output prints it. In a SYN flood nearly every
-/// record gets one, and formatting each as it was found took a sixth of the writer's
+/// record gets one, and formatting each as it was found took a seventh of the writer's
 /// time even for the default text format, which does not print findings at all.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Detection {

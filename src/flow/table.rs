@@ -646,7 +646,7 @@ mod tests {
     /// highest first) give the records the table's own sweeps give, each sweep's in
     /// arrival order, and the flows left behind keep counting as themselves.
     #[test]
-    fn sweeps_expiring_many_flows_agree_with_no_sweeps() {
+    fn extra_sweeps_expiring_many_flows_agree_with_the_tables_own() {
         let base = 1_704_067_200.0;
         let flow = |port: u16, seq: u64, ts: f64| {
             let (key, side) = FlowKey::new(
