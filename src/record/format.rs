@@ -107,6 +107,16 @@ impl RecordFormat {
         &self.fields
     }
 
+    /// Whether records are written with their `findings`, the one field the detectors
+    /// (`detect`) add to. When not, the detectors are not run: what they attach would
+    /// be dropped unread (a twentieth of a flows-only replay's CPU, and half of it
+    /// after the last packet, sealing the last window).
+    pub fn prints_findings(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|f| matches!(f, FormatField::Known(Field::Findings)))
+    }
+
     /// The header line AWS writes at the top of S3 text files: the field names.
     pub fn header_line(&self) -> String {
         self.fields
@@ -553,6 +563,17 @@ mod tests {
             s,
             "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK\n"
         );
+    }
+
+    /// The detectors run only for formats that print what they find.
+    #[test]
+    fn only_formats_with_findings_print_findings() {
+        assert!(!RecordFormat::default_text().prints_findings());
+        assert!(RecordFormat::json().prints_findings());
+        assert!(RecordFormat::json_as(OutputKind::Parquet).prints_findings());
+        let custom = |spec| RecordFormat::custom(OutputKind::Text, spec).unwrap();
+        assert!(!custom("${srcaddr} ${dstaddr} ${app-protocol}").prints_findings());
+        assert!(custom("${srcaddr} $${findings}").prints_findings());
     }
 
     #[test]

@@ -124,7 +124,11 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let writer_thread = thread::Builder::new()
         .name("mf-writer".into())
         .spawn({
-            let detector = crate::detect::Detector::new(opts.detect.clone(), opts.interval_s);
+            // Only an output that prints findings needs the detectors.
+            let detector = opts
+                .format
+                .prints_findings()
+                .then(|| crate::detect::Detector::new(opts.detect.clone(), opts.interval_s));
             let interval = opts.interval_s;
             move || {
                 let (r, helpers) = write_records(writer, rec_rx, detector, workers, interval);
@@ -136,6 +140,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let mut senders = Vec::with_capacity(workers);
     let mut worker_threads = Vec::with_capacity(workers);
     let pool = BatchPool::new(workers * (QUEUE_BATCHES + 2));
+    let opts_interval = opts.interval_s;
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
@@ -151,7 +156,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         worker_threads.push(
             thread::Builder::new()
                 .name(format!("mf-worker-{w}"))
-                .spawn(move || run_worker(w, table, rx, rec_tx, pool))
+                .spawn(move || run_worker(w, table, rx, rec_tx, pool, opts_interval))
                 .map_err(|e| ReplayError::Output(format!("cannot start worker thread: {e}")))?,
         );
     }
@@ -369,8 +374,16 @@ const SEAL_AFTER_NS: u64 = crate::flow::table::LATE_PACKET_GRACE_NS
     + crate::flow::table::SWEEP_INTERVAL_NS
     + 5_000_000_000;
 
-/// Packet time between two watermarks of one worker.
-const WATERMARK_STEP_NS: u64 = 1_000_000_000;
+/// The packet time at which a worker's next watermark can let the writer seal a
+/// window: the first seal point (a window's end plus `SEAL_AFTER_NS`) after `latest`.
+/// Marks in between would wake the writer for nothing.
+fn next_seal_point(latest: u64, interval_s: u64) -> u64 {
+    let interval_ns = interval_s.max(1).saturating_mul(1_000_000_000);
+    let since_first = latest.saturating_sub(SEAL_AFTER_NS);
+    (since_first / interval_ns + 1)
+        .saturating_mul(interval_ns)
+        .saturating_add(SEAL_AFTER_NS)
+}
 
 fn run_worker(
     id: usize,
@@ -378,6 +391,7 @@ fn run_worker(
     rx: Receiver<Batch>,
     out: Sender<ToWriter>,
     pool: BatchPool,
+    interval_s: u64,
 ) -> (
     FlowTableStats,
     hdrhistogram::Histogram<u64>,
@@ -385,7 +399,7 @@ fn run_worker(
 ) {
     let mut records = Vec::with_capacity(RECORD_BATCH);
     let mut hist = crate::telemetry::metrics::new_histogram();
-    let mut mark_sent = 0u64;
+    let mut mark_due_at = 0u64;
     for batch in rx {
         let t0 = Instant::now();
         let mut latest = 0;
@@ -395,13 +409,13 @@ fn run_worker(
         }
         let _ = hist.record((t0.elapsed().as_nanos() as u64).max(1));
         pool.give(batch);
-        // The writer only needs to know when a window can be sealed, which is seconds
-        // after it ends: a watermark per second of packet time is enough. One per
-        // batch woke the writer ~5,000 times per GB for nothing (a sixth of its CPU
-        // went to sleeping and waking). Records wait here for a full message or the
-        // next watermark too: a twentieth as many messages as one per batch (~20
-        // records each), though the writer's CPU did not move measurably with it.
-        let mark_due = latest >= mark_sent.saturating_add(WATERMARK_STEP_NS);
+        // The writer only needs to know when a window can be sealed: a watermark goes
+        // out when this worker passes a seal point, once per window. One per batch
+        // woke the writer ~5,000 times per GB for nothing (a sixth of its CPU went to
+        // sleeping and waking), and one per second of packet time still ~1,300 times
+        // in a 22-minute capture, each a switch on a core the worker shares with the
+        // writer. Records wait here for a full message or the next watermark.
+        let mark_due = latest >= mark_due_at;
         if records.len() >= RECORD_BATCH || (mark_due && !records.is_empty()) {
             let _ = out.send(ToWriter::Records(std::mem::replace(
                 &mut records,
@@ -409,7 +423,7 @@ fn run_worker(
             )));
         }
         if mark_due {
-            mark_sent = latest;
+            mark_due_at = next_seal_point(latest, interval_s);
             let _ = out.send(ToWriter::Watermark {
                 worker: id,
                 ns: latest,
@@ -436,7 +450,7 @@ fn run_worker(
 fn write_records(
     mut w: RecordWriter,
     rx: Receiver<ToWriter>,
-    mut detector: crate::detect::Detector,
+    mut detector: Option<crate::detect::Detector>,
     workers: usize,
     interval_s: u64,
 ) -> (std::io::Result<u64>, std::time::Duration) {
@@ -451,7 +465,7 @@ fn write_records(
                      failure: &mut Option<std::io::Error>| {
         // Once the output failed, keep draining so workers never block on a dead writer.
         let out = if failure.is_none() { Some(w) } else { None };
-        if let Err(e) = windows.seal(win, &mut detector, out) {
+        if let Err(e) = windows.seal(win, detector.as_mut(), out) {
             *failure = Some(e);
         }
     };
@@ -526,6 +540,28 @@ fn write_records(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seal points are a window's end plus `SEAL_AFTER_NS`; the next one is always
+    /// after the packet time given, and only one falls in each interval.
+    #[test]
+    fn watermarks_are_due_at_each_windows_seal_point() {
+        const S: u64 = 1_000_000_000;
+        let seal_after = SEAL_AFTER_NS;
+        assert_eq!(seal_after, 20 * S);
+        for (latest, want) in [
+            (0, 620 * S),
+            (619 * S, 620 * S),
+            (620 * S - 1, 620 * S),
+            (620 * S, 1220 * S),
+            (1_704_067_200 * S + 30 * S, 1_704_067_800 * S + 20 * S),
+            (1_704_067_200 * S + 10 * S, 1_704_067_200 * S + 20 * S),
+        ] {
+            assert_eq!(next_seal_point(latest, 600), want, "latest {latest}");
+        }
+        // A one-second interval still steps, and the end of time does not overflow.
+        assert_eq!(next_seal_point(25 * S, 1), 26 * S);
+        assert!(next_seal_point(u64::MAX - 1, 600) >= u64::MAX - 1);
+    }
 
     /// The read-ahead stops once quiet, and learns what reading all of it learns: on a
     /// plain capture (no sessions) after the quiet stretch, on a VXLAN one soon after

@@ -241,7 +241,11 @@ pub fn serve(opts: ServeOptions) -> Result<ServeSummary, String> {
     let writer = {
         let m = sink_metrics.clone();
         let reopen = reopen.clone();
-        let detector = crate::detect::Detector::new(cfg.detect.clone(), interval);
+        // Only an output that prints findings needs the detectors.
+        let detector = opts
+            .format
+            .prints_findings()
+            .then(|| crate::detect::Detector::new(cfg.detect.clone(), interval));
         spawn("mf-writer", move || {
             run_writer(sink, rec_rx, m, reopen, detector)
         })?
@@ -762,7 +766,7 @@ fn run_writer(
     rx: Receiver<Vec<FlowRecord>>,
     m: Arc<SinkMetrics>,
     reopen: Arc<AtomicBool>,
-    mut detector: crate::detect::Detector,
+    mut detector: Option<crate::detect::Detector>,
 ) -> std::io::Result<u64> {
     let mut delay = new_histogram();
     let mut last_tick = Instant::now();
@@ -771,7 +775,9 @@ fn run_writer(
         m.heartbeat_ns.store(now_ns(), Relaxed);
         let done = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(mut batch) => {
-                detector.observe(&mut batch);
+                if let Some(d) = detector.as_mut() {
+                    d.observe(&mut batch);
+                }
                 let now_s = now_ns() / NS;
                 for r in &batch {
                     let _ = delay.record((now_s.saturating_sub(r.end) * 1000).max(1));

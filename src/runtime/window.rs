@@ -375,13 +375,14 @@ impl WindowWriter {
         self.order.extend(self.keys.iter().map(|(_, i)| *i));
     }
 
-    /// Writes one window in output order after the detectors have seen it in that
-    /// order, then hands it to the recycler. `w` is `None` once the output has failed
+    /// Writes one window in output order after the detectors (if any: see
+    /// `RecordFormat::prints_findings`) have seen it in that order, then hands it to
+    /// the recycler. `w` is `None` once the output has failed
     /// (the records are still consumed, so workers never block on a dead writer).
     pub fn seal(
         &mut self,
         mut win: PendingWindow,
-        detector: &mut Detector,
+        detector: Option<&mut Detector>,
         w: Option<&mut RecordWriter>,
     ) -> std::io::Result<()> {
         self.order(&win);
@@ -448,7 +449,7 @@ fn merge_into(a: &[(u128, u32)], b: &[(u128, u32)], out: &mut Vec<(u128, u32)>) 
 fn place_in_order<'a>(
     records: &'a mut [FlowRecord],
     order: &mut [u32],
-    detector: &mut Detector,
+    mut detector: Option<&mut Detector>,
     emit: &mut dyn FnMut(&'a [FlowRecord]),
 ) {
     let (mut rest, mut base) = (records, 0);
@@ -463,7 +464,9 @@ fn place_in_order<'a>(
             rest.swap(i - base, at - base);
         }
         let (chunk, later) = rest.split_at_mut(len);
-        detector.observe(chunk);
+        if let Some(d) = detector.as_deref_mut() {
+            d.observe(chunk);
+        }
         emit(chunk);
         (rest, base) = (later, base + len);
     }
@@ -573,7 +576,7 @@ mod tests {
             place_in_order(
                 &mut sorted,
                 &mut order.clone(),
-                &mut Detector::new(Default::default(), 600),
+                Some(&mut Detector::new(Default::default(), 600)),
                 &mut |chunk| emitted.extend_from_slice(chunk),
             );
             assert!(sorted == expected && emitted == expected);
@@ -640,7 +643,7 @@ mod tests {
             let mut ww = WindowWriter::default();
             let mut det = Detector::new(Default::default(), 600);
             let win = window_of(&batch);
-            ww.seal(win, &mut det, Some(&mut w)).unwrap();
+            ww.seal(win, Some(&mut det), Some(&mut w)).unwrap();
             w.finish().unwrap();
             let got = std::fs::read_to_string(&path).unwrap();
 
