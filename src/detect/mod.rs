@@ -1,5 +1,6 @@
 //! Detect: heuristics over the record stream, where one record alone says too little.
-//! Runs in the writer, which sees every record of every worker, per aggregation window:
+//! Runs in the writer, which sees every record of every worker, per aggregation window,
+//! when the output prints `findings` (`RecordFormat::prints_findings`):
 //!
 //! - `port-scan`: one source left many (destination, port) pairs unanswered or refused
 //!   (conn-state S0, REJ, RSTOS0, SH) in a window;
