@@ -459,6 +459,9 @@ fn write_records(
     let mut windows = WindowWriter::default();
     let mut marks = vec![0u64; workers];
     let mut held = 0usize;
+    // Lines are encoded as records arrive when nothing sealing does can change them:
+    // no detectors (the output prints no findings) and a line-by-line output.
+    let encode_on_arrival = w.encodes_in_chunks() && !w.format().prints_findings();
     let mut write = |win: PendingWindow,
                      windows: &mut WindowWriter,
                      w: &mut RecordWriter,
@@ -489,7 +492,11 @@ fn write_records(
                         .entry(start)
                         .or_insert_with(|| windows.take_window());
                     windows.make_room(win, run.len());
-                    win.append(&mut run);
+                    if encode_on_arrival && failure.is_none() {
+                        win.append_encoded(&mut run, w.format());
+                    } else {
+                        win.append(&mut run);
+                    }
                 }
                 while held > MAX_PENDING_RECORDS {
                     let Some((_, win)) = pending.pop_first() else {

@@ -197,6 +197,26 @@ impl RecordWriter {
         self.out.flush()
     }
 
+    pub fn format(&self) -> &RecordFormat {
+        &self.format
+    }
+
+    /// Writes lines this writer's format encoded earlier (`PendingWindow::append_encoded`),
+    /// one record each, in the order given.
+    pub fn write_lines<'a>(&mut self, lines: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
+        if self.parquet.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Parquet output takes records, not encoded lines",
+            ));
+        }
+        for line in lines {
+            self.out.write_all(line)?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
     /// CPU time the threads that encoded halves of large batches used.
     pub fn helper_cpu(&self) -> std::time::Duration {
         self.helper_cpu
