@@ -188,10 +188,9 @@ pub struct WindowWriter {
     by_address: Vec<u32>,
     rank: Vec<u64>,
     keys: Vec<([u64; 7], u32)>,
-    packed: Vec<(u128, u32)>,
-    /// The second half's keys and the merge of both, for large windows.
-    packed_back: Vec<(u128, u32)>,
-    merged: Vec<(u128, u32)>,
+    /// Keys with the record's index beside them, and with it in their low bits.
+    packed: SortBuffers<(u128, u32)>,
+    compact: SortBuffers<u128>,
     /// CPU time of the threads that sorted halves: the writer's work too.
     helper_cpu: std::time::Duration,
     order: Vec<u32>,
@@ -307,20 +306,22 @@ impl WindowWriter {
     /// The order through one 128-bit key per record: start (from the window's first
     /// second), VNI, the three ranks, ports and protocol, each in as few bits as the
     /// window needs (89 for the gen capture's 47k-record windows). Sorting 32-byte
-    /// elements instead of 64 halved the sort. Records equal in all of that (rare: one
-    /// connection's direction split by an idle timeout within one second) are then
-    /// ordered by end, packets, bytes and arrival. False when the window needs more
-    /// than 128 bits.
+    /// elements instead of 64 halved the sort; when the key leaves 32 bits free, the
+    /// record's index goes into them and the elements are 16 bytes. Records equal in
+    /// all of that (rare: one connection's direction split by an idle timeout within
+    /// one second) are then ordered by end, packets, bytes and arrival. False when the
+    /// window needs more than 128 bits.
     fn order_packed(&mut self, win: &PendingWindow) -> bool {
         let bits = |max: u64| 64 - max.leading_zeros();
         let (first, last) = win.start_span.unwrap_or((0, 0));
         let (start_bits, vni_bits) = (bits(last - first), bits(win.vni_max));
         let rank_bits = bits(win.addresses.len().saturating_sub(1) as u64);
-        if start_bits + vni_bits + 3 * rank_bits + 40 > 128 {
+        let key_bits = start_bits + vni_bits + 3 * rank_bits + 40;
+        if key_bits > 128 {
             return false;
         }
         let rank = &self.rank;
-        let key = |i: usize, r: &FlowRecord, [ms, src, dst]: &[u32; 3]| {
+        let key = |r: &FlowRecord, [ms, src, dst]: &[u32; 3]| {
             let mut k = u128::from(r.start - first);
             let mut put = |value: u64, width: u32| {
                 k = (k << width) | u128::from(value);
@@ -332,58 +333,14 @@ impl WindowWriter {
             put(rank[*dst as usize], rank_bits);
             put(u64::from(r.dstport), 16);
             put(u64::from(r.protocol), 8);
-            (k, i as u32)
+            k
         };
-        // The keys of records `range`, sorted, into `into`.
-        let build = |range: std::ops::Range<usize>, into: &mut Vec<(u128, u32)>| {
-            into.clear();
-            into.extend(
-                range
-                    .clone()
-                    .zip(&win.records[range.clone()])
-                    .zip(&win.slots[range])
-                    .map(|((i, r), s)| key(i, r, s)),
-            );
-            into.sort_unstable();
-        };
-        let n = win.records.len();
-        if n < PARALLEL_ORDER_MIN {
-            build(0..n, &mut self.packed);
+        let helper_cpu = if key_bits <= 96 {
+            self.compact.sort(win, &key, &mut self.order)
         } else {
-            // Keys built and sorted in two halves, one on a helper thread, then merged:
-            // the last window is sealed after the last packet, with the other core idle.
-            let mid = n / 2;
-            let (front, back) = (&mut self.packed, &mut self.packed_back);
-            let helper_cpu = std::thread::scope(|scope| {
-                let helper = std::thread::Builder::new()
-                    .name("mf-order".into())
-                    .spawn_scoped(scope, || {
-                        build(mid..n, back);
-                        crate::telemetry::thread_cpu_time()
-                    });
-                build(0..mid, front);
-                helper.ok().and_then(|h| h.join().ok())
-            });
-            if let Some(cpu) = helper_cpu {
-                self.helper_cpu += cpu;
-            } else {
-                // No helper thread: the second half is done here.
-                build(mid..n, &mut self.packed_back);
-            }
-            merge_into(&self.packed, &self.packed_back, &mut self.merged);
-            std::mem::swap(&mut self.packed, &mut self.merged);
-        }
-        let records = &win.records;
-        for run in self.packed.chunk_by_mut(|a, b| a.0 == b.0) {
-            if run.len() > 1 {
-                run.sort_unstable_by_key(|&(_, i)| {
-                    let r = &records[i as usize];
-                    (r.end, r.packets, r.bytes, i)
-                });
-            }
-        }
-        self.order.clear();
-        self.order.extend(self.packed.iter().map(|(_, i)| *i));
+            self.packed.sort(win, &key, &mut self.order)
+        };
+        self.helper_cpu += helper_cpu;
         true
     }
 
@@ -481,9 +438,116 @@ impl WindowWriter {
 /// 47k-record window: key building and sort ~4.5 ms on one thread).
 const PARALLEL_ORDER_MIN: usize = 16_384;
 
-/// `out` = the sorted `a` and `b` merged (ties: `a` first; keys carry distinct indices,
-/// so there are none).
-fn merge_into(a: &[(u128, u32)], b: &[(u128, u32)], out: &mut Vec<(u128, u32)>) {
+/// A record's sort element: its packed key and its index in the window.
+trait SortElement: Ord + Copy + Send {
+    fn new(key: u128, index: u32) -> Self;
+    /// The packed key alone (records with equal keys tie on it).
+    fn key(&self) -> u128;
+    fn index(&self) -> u32;
+}
+
+impl SortElement for (u128, u32) {
+    fn new(key: u128, index: u32) -> Self {
+        (key, index)
+    }
+    fn key(&self) -> u128 {
+        self.0
+    }
+    fn index(&self) -> u32 {
+        self.1
+    }
+}
+
+/// A key of at most 96 bits with the index in the low 32: 16 bytes where the pair takes
+/// 32 (a `u128` aligns to 16), so sorting and merging move half the bytes.
+impl SortElement for u128 {
+    fn new(key: u128, index: u32) -> Self {
+        key << 32 | u128::from(index)
+    }
+    fn key(&self) -> u128 {
+        self >> 32
+    }
+    fn index(&self) -> u32 {
+        *self as u32
+    }
+}
+
+/// The sort elements of a window, and for large windows its second half and the merge.
+#[derive(Default)]
+struct SortBuffers<E> {
+    front: Vec<E>,
+    back: Vec<E>,
+    merged: Vec<E>,
+}
+
+impl<E: SortElement> SortBuffers<E> {
+    /// Puts the window's record indices into `order`, sorted by `key` and then by end,
+    /// packets, bytes and arrival. Returns the CPU time of the helper thread, if any.
+    fn sort(
+        &mut self,
+        win: &PendingWindow,
+        key: &(impl Fn(&FlowRecord, &[u32; 3]) -> u128 + Sync),
+        order: &mut Vec<u32>,
+    ) -> std::time::Duration {
+        let mut helper_cpu = std::time::Duration::ZERO;
+        // The elements of records `range`, sorted, into `into`.
+        let build = |range: std::ops::Range<usize>, into: &mut Vec<E>| {
+            into.clear();
+            into.extend(
+                range
+                    .clone()
+                    .zip(&win.records[range.clone()])
+                    .zip(&win.slots[range])
+                    .map(|((i, r), s)| E::new(key(r, s), i as u32)),
+            );
+            into.sort_unstable();
+        };
+        let n = win.records.len();
+        let sorted = if n < PARALLEL_ORDER_MIN {
+            build(0..n, &mut self.front);
+            &mut self.front
+        } else {
+            // Built and sorted in two halves, one on a helper thread, then merged: the
+            // last window is sealed after the last packet, with the other core idle.
+            let mid = n / 2;
+            let (front, back) = (&mut self.front, &mut self.back);
+            let helper = std::thread::scope(|scope| {
+                let helper = std::thread::Builder::new()
+                    .name("mf-order".into())
+                    .spawn_scoped(scope, || {
+                        build(mid..n, back);
+                        crate::telemetry::thread_cpu_time()
+                    });
+                build(0..mid, front);
+                helper.ok().and_then(|h| h.join().ok())
+            });
+            match helper {
+                Some(cpu) => helper_cpu = cpu,
+                // No helper thread: the second half is done here.
+                None => build(mid..n, &mut self.back),
+            }
+            merge_into(&self.front, &self.back, &mut self.merged);
+            &mut self.merged
+        };
+        let records = &win.records;
+        for run in sorted.chunk_by_mut(|a, b| a.key() == b.key()) {
+            if run.len() > 1 {
+                run.sort_unstable_by_key(|e| {
+                    let i = e.index();
+                    let r = &records[i as usize];
+                    (r.end, r.packets, r.bytes, i)
+                });
+            }
+        }
+        order.clear();
+        order.extend(sorted.iter().map(|e| e.index()));
+        helper_cpu
+    }
+}
+
+/// `out` = the sorted `a` and `b` merged (ties: `a` first; elements carry distinct
+/// indices, so there are none).
+fn merge_into<E: Ord + Copy>(a: &[E], b: &[E], out: &mut Vec<E>) {
     out.clear();
     out.reserve(a.len() + b.len());
     let (mut i, mut j) = (0, 0);
@@ -608,17 +672,31 @@ mod tests {
 
     #[test]
     fn window_order_is_the_field_by_field_order_and_stable() {
-        // A small window, and one large enough to build and sort its keys in halves.
+        // A small window, and one large enough to build and sort its keys in halves;
+        // keys of at most 96 bits (the index goes into the element) and of more.
         for n in [5000, 2 * PARALLEL_ORDER_MIN as u64 + 1] {
-            window_order_matches(n);
+            for wide_start in [false, true] {
+                window_order_matches(n, wide_start);
+            }
         }
     }
 
-    fn window_order_matches(n: u64) {
-        let batch = records(n, 0x9e37_79b9_7f4a_7c15);
+    fn window_order_matches(n: u64, wide_start: bool) {
+        let mut batch = records(n, 0x9e37_79b9_7f4a_7c15);
+        if wide_start {
+            // 26 bits of start, 25 of VNI, three 3-bit ranks and 40: 100 bits.
+            batch[3].start += 1 << 25;
+        }
         let mut expected = batch.clone();
         expected.sort_by_key(reference_key);
         let mut ww = WindowWriter::default();
+        ww.order(&window_of(&batch));
+        assert_eq!(
+            (ww.compact.front.is_empty(), ww.packed.front.is_empty()),
+            (wide_start, !wide_start),
+            "the key of {} bits goes in the element it fits",
+            if wide_start { 100 } else { 76 }
+        );
         // Both key layouts, and a window and scratch used before, give that order.
         for packed in [true, false, true] {
             let win = window_of(&batch);
