@@ -42,8 +42,12 @@ impl ReadAhead {
     }
 }
 
+/// Asks for the cache line holding `data[at]`; nothing when `at` is past the end.
 #[inline(always)]
-fn prefetch(data: &[u8], at: usize) {
+pub(crate) fn prefetch(data: &[u8], at: usize) {
+    if at >= data.len() {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         let p = data[at..].as_ptr();

@@ -540,7 +540,10 @@ fn write_records(
     let leftovers = (windows, detector);
     let _ = std::thread::Builder::new()
         .name("mf-free".into())
-        .spawn(move || drop(leftovers));
+        .spawn(move || {
+            crate::telemetry::run_only_when_idle();
+            drop(leftovers)
+        });
     (result, helpers)
 }
 

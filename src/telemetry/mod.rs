@@ -128,6 +128,23 @@ pub fn peak_rss_kb() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Makes the calling thread run only on a CPU that has nothing else to do
+/// (`SCHED_IDLE`): for housekeeping (freeing what was written) that must never take a
+/// core from the pipeline. Woken, such a thread neither preempts the thread that woke
+/// it nor is put beside it while another core is idle. Returns whether it took.
+pub fn run_only_when_idle() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is this thread; `param` is a valid sched_param.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// CPU time the calling thread has used.
 pub fn thread_cpu_time() -> std::time::Duration {
     // SAFETY: clock_gettime writes the timespec we pass.
