@@ -90,14 +90,19 @@ fn ethernet<const MAY_TUNNEL: bool>(
     ports: TunnelPorts,
 ) -> Option<(MirrorContext, PacketView)> {
     let l = frame.get(at..end)?;
-    let dst_mac: [u8; 6] = l.get(0..6)?.try_into().ok()?;
-    let src_mac: [u8; 6] = l.get(6..12)?.try_into().ok()?;
     let mut ether_type = be16(l, 12)?;
     let mut ip_at = at + 14;
     if ether_type == ETHERTYPE_VLAN {
         ether_type = be16(l, 16)?;
         ip_at += 4;
     }
+    if MAY_TUNNEL && ether_type == ETHERTYPE_IPV4 {
+        if let Some(ctx) = vxlan_in_ipv4(frame, ip_at, end, ports) {
+            return ethernet::<false>(frame, ctx.1, ctx.2, ctx.0, ports);
+        }
+    }
+    let dst_mac: [u8; 6] = l.get(0..6)?.try_into().ok()?;
+    let src_mac: [u8; 6] = l.get(6..12)?.try_into().ok()?;
     let ip = frame.get(ip_at..end)?;
     let (src, dst, protocol, ip_len, header_len) = match ether_type {
         ETHERTYPE_IPV4 => ipv4(ip)?,
@@ -182,6 +187,45 @@ fn ethernet<const MAY_TUNNEL: bool>(
         _ => return None,
     }
     Some((ctx, v))
+}
+
+/// An AWS mirror datagram: IPv4 (not a fragment, all of it captured), UDP to the VXLAN
+/// port with a length that agrees, and a VXLAN header with a valid VNI. Returns its
+/// session and where its inner frame starts and ends; `None` for anything else, which
+/// then takes the usual way through `ethernet` (the same checks, and the same answer,
+/// as before this shortcut). Nearly every mirrored packet comes like this, and reading
+/// only what the tunnel needs (no outer MACs, no outer destination, no outer view)
+/// halved the instructions a VXLAN frame took over a plain one's.
+#[inline(always)]
+fn vxlan_in_ipv4(
+    frame: &[u8],
+    ip_at: usize,
+    end: usize,
+    ports: TunnelPorts,
+) -> Option<(MirrorContext, usize, usize)> {
+    // IPv4 with no options, UDP and VXLAN headers: 36 bytes read at fixed offsets.
+    const HEADERS: usize = 20 + 8 + VXLAN_HEADER_LEN;
+    let h: &[u8; HEADERS] = frame.get(ip_at..end)?.get(..HEADERS)?.try_into().ok()?;
+    let be16 = |at: usize| usize::from(u16::from_be_bytes([h[at], h[at + 1]]));
+    let total = be16(2);
+    let declared_end = ip_at + total;
+    if h[0] != 0x45
+        || h[9] != PROTO_UDP
+        || be16(6) & 0x3fff != 0
+        || total < HEADERS
+        || end < declared_end
+        || be16(22) != usize::from(ports.vxlan)
+        || be16(24) != total - 20
+        || h[28] & 0x08 == 0
+    {
+        return None;
+    }
+    let ctx = MirrorContext {
+        vni: Some(u32::from_be_bytes([h[32], h[33], h[34], h[35]]) >> 8),
+        mirror_source: Some(IpAddr::V4(Ipv4Addr::new(h[12], h[13], h[14], h[15]))),
+        tunnel: Tunnel::Vxlan,
+    };
+    Some((ctx, ip_at + HEADERS, declared_end))
 }
 
 /// IPv4 header: (src, dst, protocol, total length, header length); `None` for
