@@ -5,9 +5,11 @@
 //! included) does not depend on the worker count. The last big window is sealed only
 //! after the last packet, when the writer is the one thread left working, so what can
 //! be done earlier is: as records arrive, each address gets its slot among the
-//! window's distinct addresses, and sealing is left with ranking those, sorting one
-//! 128-bit key per record, the detectors and the encoding. A written window is emptied
-//! on a thread of its own and comes back for reuse.
+//! window's distinct addresses, the fields the order is made of are kept compactly,
+//! and (when no detectors run) each record's line is encoded. Sealing is left with
+//! ranking the addresses, sorting one 128-bit key per record, and either copying the
+//! lines out in order or the detectors and the encoding. A written window is emptied
+//! on a thread of its own, on an idle core, and comes back for reuse.
 
 use std::net::IpAddr;
 
