@@ -17,7 +17,8 @@ use crate::detect::Detector;
 use crate::record::{FlowRecord, RecordFormat};
 use crate::sink::{RecordWriter, ENCODE_CHUNK};
 
-type SlotMap = std::collections::HashMap<(u8, u128), u32, ahash::RandomState>;
+/// Addresses come from traffic (possibly spoofed): per-process random hash keys.
+type SlotMap<K> = std::collections::HashMap<K, u32, ahash::RandomState>;
 
 /// An address as it sorts in output: `None` first, IPv4 before IPv6, then by octets.
 fn ip_order(a: Option<IpAddr>) -> (u8, u128) {
@@ -57,7 +58,11 @@ pub struct PendingWindow {
     fields: Vec<SortFields>,
     /// Each distinct address of the window, in order of first sight (its slot).
     addresses: Vec<(u8, u128)>,
-    slot_of: SlotMap,
+    /// The slot of each IPv4 address, and of every other (IPv6, or no address): an IPv4
+    /// entry is 8 bytes where a `(family, u128)` one is 48, and hashes one word. The
+    /// writer looks up two or three addresses per record.
+    v4_slot_of: SlotMap<u32>,
+    slot_of: SlotMap<(u8, u128)>,
     /// The last mirror source seen and its slot: a session's records share one, so
     /// this skips a third of the lookups.
     last_source: Option<((u8, u128), u32)>,
@@ -170,6 +175,12 @@ impl PendingWindow {
 
     fn slot(&mut self, a: (u8, u128)) -> u32 {
         let addresses = &mut self.addresses;
+        if a.0 == 1 {
+            return *self.v4_slot_of.entry(a.1 as u32).or_insert_with(|| {
+                addresses.push(a);
+                (addresses.len() - 1) as u32
+            });
+        }
         *self.slot_of.entry(a).or_insert_with(|| {
             addresses.push(a);
             (addresses.len() - 1) as u32
@@ -182,6 +193,7 @@ impl PendingWindow {
         self.records.capacity() * size_of::<FlowRecord>()
             + self.fields.capacity() * size_of::<SortFields>()
             + self.addresses.capacity() * size_of::<(u8, u128)>()
+            + self.v4_slot_of.capacity() * (size_of::<(u32, u32)>() + 1)
             + self.slot_of.capacity() * (size_of::<((u8, u128), u32)>() + 1)
             + self.text.capacity()
             + self.line_ends.capacity() * size_of::<usize>()
@@ -205,6 +217,7 @@ impl PendingWindow {
         self.records.clear();
         self.fields.clear();
         self.addresses.clear();
+        self.v4_slot_of.clear();
         self.slot_of.clear();
         self.last_source = None;
         self.start_span = None;
