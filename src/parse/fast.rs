@@ -194,8 +194,8 @@ fn ethernet<const MAY_TUNNEL: bool>(
 /// session and where its inner frame starts and ends; `None` for anything else, which
 /// then takes the usual way through `ethernet` (the same checks, and the same answer,
 /// as before this shortcut). Nearly every mirrored packet comes like this, and reading
-/// only what the tunnel needs (no outer MACs, no outer destination, no outer view)
-/// halved the instructions a VXLAN frame took over a plain one's.
+/// only what the tunnel needs (no outer MACs, no outer destination, no outer view) cut
+/// what a VXLAN frame costs beyond a plain one from ~74 to ~43 instructions.
 #[inline(always)]
 fn vxlan_in_ipv4(
     frame: &[u8],

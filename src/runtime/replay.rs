@@ -140,7 +140,6 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
     let mut senders = Vec::with_capacity(workers);
     let mut worker_threads = Vec::with_capacity(workers);
     let pool = BatchPool::new(workers * (QUEUE_BATCHES + 2));
-    let opts_interval = opts.interval_s;
     for w in 0..workers {
         let (tx, rx) = bounded::<Batch>(QUEUE_BATCHES);
         senders.push(tx);
@@ -156,7 +155,7 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         worker_threads.push(
             thread::Builder::new()
                 .name(format!("mf-worker-{w}"))
-                .spawn(move || run_worker(w, table, rx, rec_tx, pool, opts_interval))
+                .spawn(move || run_worker(w, table, rx, rec_tx, pool, opts.interval_s))
                 .map_err(|e| ReplayError::Output(format!("cannot start worker thread: {e}")))?,
         );
     }

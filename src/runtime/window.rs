@@ -131,15 +131,19 @@ impl PendingWindow {
         !self.records.is_empty() && self.line_ends.len() == self.records.len()
     }
 
+    /// Where record `i`'s line starts in `text` (encoded windows only).
+    fn line_start(&self, i: usize) -> usize {
+        i.checked_sub(1).map_or(0, |before| self.line_ends[before])
+    }
+
     /// The line of record `i` (encoded windows only).
     fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.line_ends[i - 1] };
-        &self.text.as_bytes()[start..self.line_ends[i]]
+        &self.text.as_bytes()[self.line_start(i)..self.line_ends[i]]
     }
 
     /// Asks for the first two cache lines of record `i`'s line (encoded windows only).
     fn prefetch_line(&self, i: usize) {
-        let start = if i == 0 { 0 } else { self.line_ends[i - 1] };
+        let start = self.line_start(i);
         crate::ingest::readahead::prefetch(self.text.as_bytes(), start);
         crate::ingest::readahead::prefetch(self.text.as_bytes(), start + 64);
     }
@@ -160,12 +164,13 @@ impl PendingWindow {
             Some((lo, hi)) => (lo.min(r.start), hi.max(r.start)),
             None => (r.start, r.start),
         });
-        self.vni_max = self.vni_max.max(vni_order(r.vni));
+        let vni = vni_order(r.vni);
+        self.vni_max = self.vni_max.max(vni);
         let src = self.slot(ip_order(Some(r.srcaddr)));
         let dst = self.slot(ip_order(Some(r.dstaddr)));
         self.fields.push(SortFields {
             start: r.start,
-            vni: vni_order(r.vni) as u32,
+            vni: vni as u32,
             slots: [ms, src, dst],
             srcport: r.srcport,
             dstport: r.dstport,
@@ -409,18 +414,13 @@ impl WindowWriter {
     fn order_wide(&mut self, win: &PendingWindow) {
         let rank = &self.rank;
         self.keys.clear();
-        self.keys
-            .extend(win.records.iter().zip(&win.fields).enumerate().map(
-                |(
-                    i,
-                    (
-                        r,
-                        SortFields {
-                            slots: [ms, src, dst],
-                            ..
-                        },
-                    ),
-                )| {
+        self.keys.extend(
+            win.records
+                .iter()
+                .zip(&win.fields)
+                .enumerate()
+                .map(|(i, (r, f))| {
+                    let [ms, src, dst] = &f.slots;
                     let rank_of = |slot: &u32| rank[*slot as usize];
                     (
                         [
@@ -438,8 +438,8 @@ impl WindowWriter {
                         ],
                         i as u32,
                     )
-                },
-            ));
+                }),
+        );
         // The index is part of the key, so equal records keep arrival order.
         self.keys.sort_unstable();
         self.order.clear();
@@ -697,10 +697,7 @@ impl<E: SortElement> SortBuffers<E> {
                     crate::telemetry::thread_cpu_time()
                 });
             sort_seconds(placed_front, at_front, order_front);
-            match helper {
-                Ok(h) => h.join().ok(),
-                Err(_) => None,
-            }
+            helper.ok().and_then(|h| h.join().ok())
         });
         match helper {
             Some(cpu) => cpu,
