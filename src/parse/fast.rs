@@ -162,7 +162,9 @@ fn ethernet<const MAY_TUNNEL: bool>(
             }
             let sport = be16(l4, 0)?;
             let dport = be16(l4, 2)?;
-            let payload = &l4[8..];
+            // A header cut short by the capture (6 or 7 bytes kept of a longer
+            // datagram) is the general path's to describe.
+            let payload = l4.get(8..)?;
             if dport == ports.vxlan
                 || dport == ports.geneve
                 || TUNNEL_HINT_PORTS.contains(&dport)
@@ -391,6 +393,36 @@ mod tests {
             files.len()
         );
         assert!(files.len() > 100 && fast > 0);
+    }
+
+    /// Frames cut short inside a plain UDP or TCP header, or just after it, with the IP
+    /// header saying more was sent: declined or decoded, never a panic, always as the
+    /// general path decodes them.
+    #[test]
+    fn transport_headers_cut_short_are_never_read_past_the_capture() {
+        let mut frame = vec![0u8; 14 + 20 + 40];
+        frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        let ip = &mut frame[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&200u16.to_be_bytes()); // 200 bytes sent
+        ip[8] = 64;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        for protocol in [PROTO_UDP, PROTO_TCP] {
+            frame[14 + 9] = protocol;
+            let l4 = &mut frame[34..];
+            l4[0..2].copy_from_slice(&40000u16.to_be_bytes());
+            l4[2..4].copy_from_slice(&53u16.to_be_bytes());
+            l4[4..6].copy_from_slice(&180u16.to_be_bytes()); // UDP length agrees with IP
+            l4[12] = 0x50; // TCP data offset 20
+            for captured in 34..frame.len() {
+                let f = &frame[..captured];
+                let fast = decode_frame(f, LinkType::Ethernet, TunnelPorts::default());
+                if fast.is_some() {
+                    assert_eq!(fast, general(f, LinkType::Ethernet), "{captured} bytes");
+                }
+            }
+        }
     }
 
     /// Mutated VXLAN frames (bit flips, overwrites, cuts): never a panic, never a
