@@ -400,7 +400,7 @@ mod tests {
     /// general path decodes them.
     #[test]
     fn transport_headers_cut_short_are_never_read_past_the_capture() {
-        let mut frame = vec![0u8; 14 + 20 + 40];
+        let mut frame = [0u8; 14 + 20 + 40];
         frame[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         let ip = &mut frame[14..34];
         ip[0] = 0x45;
