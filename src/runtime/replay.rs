@@ -474,6 +474,11 @@ fn write_records(
     for msg in rx {
         match msg {
             ToWriter::Records(mut recs) => {
+                if failure.is_some() {
+                    // The output failed: records are drained, not kept, so workers
+                    // never block on a dead writer.
+                    continue;
+                }
                 held += recs.len();
                 // A message's records nearly always share one window: they join it as
                 // one run, and the rare record of another window starts the next run.
@@ -491,7 +496,7 @@ fn write_records(
                         .entry(start)
                         .or_insert_with(|| windows.take_window());
                     windows.make_room(win, run.len());
-                    if encode_on_arrival && failure.is_none() {
+                    if encode_on_arrival {
                         win.append_encoded(&mut run, w.format());
                     } else {
                         win.append(&mut run);

@@ -6,7 +6,8 @@
 //! after the last packet, when the writer is the one thread left working, so what can
 //! be done earlier is: as records arrive, each address gets its slot among the
 //! window's distinct addresses, the fields the order is made of are kept compactly,
-//! and (when no detectors run) each record's line is encoded. Sealing is left with
+//! and (when no detectors run) each record's line is encoded and only the line is
+//! kept, not the record. Sealing is left with
 //! ranking the addresses, sorting one 128-bit key per record, and either copying the
 //! lines out in order or the detectors and the encoding. A written window is emptied
 //! on a thread of its own, on an idle core, and comes back for reuse.
@@ -50,12 +51,18 @@ struct SortFields {
     protocol: u8,
 }
 
+/// What orders records equal in their `SortFields`: end, packets, bytes.
+type Tie = (u64, u64, u64);
+
 /// The records of one window not yet written, with what sealing needs from each.
 #[derive(Default)]
 pub struct PendingWindow {
+    /// The records themselves, unless their lines were encoded as they arrived
+    /// (`append_encoded`), which leaves sealing nothing to read in them.
     records: Vec<FlowRecord>,
-    /// Per record: what its sort key is made of.
+    /// Per record, in arrival order: what its sort key is made of, and its tie-breakers.
     fields: Vec<SortFields>,
+    ties: Vec<Tie>,
     /// Each distinct address of the window, in order of first sight (its slot).
     addresses: Vec<(u8, u128)>,
     /// The slot of each IPv4 address, and of every other (IPv6, or no address): an IPv4
@@ -79,11 +86,11 @@ pub struct PendingWindow {
 
 impl PendingWindow {
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.fields.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.fields.is_empty()
     }
 
     /// One record at a time: the writer takes runs (`append`); the tests build their
@@ -104,16 +111,21 @@ impl PendingWindow {
         self.records.append(run);
     }
 
-    /// Takes all of `run` as `append` does, and encodes each record's line now.
+    /// Takes all of `run` (leaving it empty), encoding each record's line now and
+    /// keeping the line, not the record.
     ///
     /// Why now: a record's line does not depend on where it lands in the window's order
     /// unless the detectors may still add findings to it, and an output that prints no
     /// findings runs no detectors (`RecordFormat::prints_findings`). Encoded at sealing,
     /// the last window's ~47k lines (~6 ms of work) came after the last packet, with
     /// the other core idle; here they are encoded while the capture is still being
-    /// read, and sealing copies lines.
+    /// read, and sealing copies lines. Why not keep the record: sealing then reads only
+    /// its sort fields, tie-breakers and line, and the 168-byte records were most of a
+    /// window's memory (~8 MB of ~14 for a 47k-record window), copied in from the
+    /// worker's batches into pages that were, in a short run, fresh: ~2,000 page
+    /// faults on the writer's core, at several microseconds each on a VM.
     pub fn append_encoded(&mut self, run: &mut Vec<FlowRecord>, format: &RecordFormat) {
-        if self.line_ends.len() != self.records.len() {
+        if !self.records.is_empty() {
             // Records taken unencoded before: the window is sealed the usual way.
             self.append(run);
             return;
@@ -123,12 +135,17 @@ impl PendingWindow {
             format.write(r, &mut self.text);
             self.line_ends.push(self.text.len());
         }
-        self.records.append(run);
+        run.clear();
     }
 
     /// Whether every record's line was encoded as it arrived.
     fn is_encoded(&self) -> bool {
-        !self.records.is_empty() && self.line_ends.len() == self.records.len()
+        !self.fields.is_empty() && self.line_ends.len() == self.fields.len()
+    }
+
+    /// Whether every record is here to be placed in order and encoded at sealing.
+    fn has_records(&self) -> bool {
+        self.records.len() == self.fields.len()
     }
 
     /// Where record `i`'s line starts in `text` (encoded windows only).
@@ -168,6 +185,7 @@ impl PendingWindow {
         self.vni_max = self.vni_max.max(vni);
         let src = self.slot(ip_order(Some(r.srcaddr)));
         let dst = self.slot(ip_order(Some(r.dstaddr)));
+        self.ties.push((r.end, r.packets, r.bytes));
         self.fields.push(SortFields {
             start: r.start,
             vni: vni as u32,
@@ -197,6 +215,7 @@ impl PendingWindow {
         use std::mem::size_of;
         self.records.capacity() * size_of::<FlowRecord>()
             + self.fields.capacity() * size_of::<SortFields>()
+            + self.ties.capacity() * size_of::<Tie>()
             + self.addresses.capacity() * size_of::<(u8, u128)>()
             + self.v4_slot_of.capacity() * (size_of::<(u32, u32)>() + 1)
             + self.slot_of.capacity() * (size_of::<((u8, u128), u32)>() + 1)
@@ -209,10 +228,12 @@ impl PendingWindow {
     fn move_to_buffers_of(&mut self, mut spare: PendingWindow) {
         spare.records.append(&mut self.records);
         spare.fields.append(&mut self.fields);
+        spare.ties.append(&mut self.ties);
         spare.text.push_str(&self.text);
         spare.line_ends.append(&mut self.line_ends);
         self.records = std::mem::take(&mut spare.records);
         self.fields = std::mem::take(&mut spare.fields);
+        self.ties = std::mem::take(&mut spare.ties);
         self.text = std::mem::take(&mut spare.text);
         self.line_ends = std::mem::take(&mut spare.line_ends);
     }
@@ -221,6 +242,7 @@ impl PendingWindow {
     fn clear(&mut self) {
         self.records.clear();
         self.fields.clear();
+        self.ties.clear();
         self.addresses.clear();
         self.v4_slot_of.clear();
         self.slot_of.clear();
@@ -332,12 +354,12 @@ impl WindowWriter {
     /// buffers of fresh pages: ~8 MB per 47k-record window, half of the run's page
     /// faults and, at several microseconds each on a VM, a fifth of the writer's time.
     pub fn make_room(&mut self, win: &mut PendingWindow, extra: usize) {
-        let needed = win.records.len() + extra;
-        if needed <= win.records.capacity() {
+        let needed = win.len() + extra;
+        if needed <= win.fields.capacity() {
             return;
         }
         match self.take_spare() {
-            Some(spare) if spare.records.capacity() >= needed => win.move_to_buffers_of(spare),
+            Some(spare) if spare.fields.capacity() >= needed => win.move_to_buffers_of(spare),
             other => self.spare = other,
         }
     }
@@ -414,32 +436,29 @@ impl WindowWriter {
     fn order_wide(&mut self, win: &PendingWindow) {
         let rank = &self.rank;
         self.keys.clear();
-        self.keys.extend(
-            win.records
-                .iter()
-                .zip(&win.fields)
-                .enumerate()
-                .map(|(i, (r, f))| {
+        self.keys
+            .extend(win.fields.iter().zip(&win.ties).enumerate().map(
+                |(i, (f, &(end, packets, bytes)))| {
                     let [ms, src, dst] = &f.slots;
                     let rank_of = |slot: &u32| rank[*slot as usize];
                     (
                         [
-                            r.start,
+                            f.start,
                             // A VNI has 24 bits and a window fewer than 2^32 addresses, so
                             // each packed field keeps its place in the order.
-                            (vni_order(r.vni) << 32) | rank_of(ms),
-                            (rank_of(src) << 16) | u64::from(r.srcport),
+                            (u64::from(f.vni) << 32) | rank_of(ms),
+                            (rank_of(src) << 16) | u64::from(f.srcport),
                             (rank_of(dst) << 24)
-                                | (u64::from(r.dstport) << 8)
-                                | u64::from(r.protocol),
-                            r.end,
-                            r.packets,
-                            r.bytes,
+                                | (u64::from(f.dstport) << 8)
+                                | u64::from(f.protocol),
+                            end,
+                            packets,
+                            bytes,
                         ],
                         i as u32,
                     )
-                }),
-        );
+                },
+            ));
         // The index is part of the key, so equal records keep arrival order.
         self.keys.sort_unstable();
         self.order.clear();
@@ -474,6 +493,14 @@ impl WindowWriter {
             };
             self.recycle(win);
             return result;
+        }
+        if !win.has_records() {
+            // Lines were encoded for part of the window only (the writer never mixes
+            // the two ways; this keeps a mistake from indexing past the records).
+            self.recycle(win);
+            return Err(std::io::Error::other(
+                "a window's records were neither kept nor encoded",
+            ));
         }
         // Records are moved into order once: the detectors and the encoder then read
         // them front to back (visiting them through the order instead cost more in
@@ -566,13 +593,12 @@ struct SortBuffers<E> {
 const START_SECONDS_MAX: u64 = 1 << 16;
 
 /// Orders a run of elements with equal keys by end, packets, bytes and arrival.
-fn order_ties<E: SortElement>(sorted: &mut [E], records: &[FlowRecord]) {
+fn order_ties<E: SortElement>(sorted: &mut [E], ties: &[Tie]) {
     for run in sorted.chunk_by_mut(|a, b| a.key() == b.key()) {
         if run.len() > 1 {
             run.sort_unstable_by_key(|e| {
                 let i = e.index();
-                let r = &records[i as usize];
-                (r.end, r.packets, r.bytes, i)
+                (ties.get(i as usize), i)
             });
         }
     }
@@ -599,7 +625,7 @@ impl<E: SortElement> SortBuffers<E> {
             );
             into.sort_unstable();
         };
-        let n = win.records.len();
+        let n = win.len();
         let (first, last) = win.start_span.unwrap_or((0, 0));
         let sorted = if n < PARALLEL_ORDER_MIN {
             build(0..n, &mut self.front);
@@ -629,7 +655,7 @@ impl<E: SortElement> SortBuffers<E> {
             merge_into(&self.front, &self.back, &mut self.merged);
             &mut self.merged
         };
-        order_ties(sorted, &win.records);
+        order_ties(sorted, &win.ties);
         order.clear();
         order.extend(sorted.iter().map(|e| e.index()));
         helper_cpu
@@ -648,8 +674,8 @@ impl<E: SortElement> SortBuffers<E> {
         first: u64,
         seconds: usize,
     ) -> std::time::Duration {
-        let (records, fields) = (&win.records, &win.fields);
-        let n = records.len();
+        let (ties, fields) = (&win.ties, &win.fields);
+        let n = fields.len();
         // second_at[s]: where second s begins; second_at[seconds] = n.
         let at = &mut self.second_at;
         at.clear();
@@ -680,7 +706,7 @@ impl<E: SortElement> SortBuffers<E> {
             for bounds in at.windows(2) {
                 let second = &mut placed[bounds[0] as usize - base..bounds[1] as usize - base];
                 second.sort_unstable();
-                order_ties(second, records);
+                order_ties(second, ties);
             }
             for (o, e) in order.iter_mut().zip(placed.iter()) {
                 *o = e.index();
@@ -981,40 +1007,41 @@ mod tests {
         let mut ww = WindowWriter::default();
         let mut win = PendingWindow::default();
         let mut fill = |ww: &mut WindowWriter, win: &mut PendingWindow| {
-            while win.records.len() < win.records.capacity().max(100) {
+            while win.len() < win.fields.capacity().max(100) {
                 ww.make_room(win, 1);
                 win.push(rest.next().unwrap());
             }
         };
         fill(&mut ww, &mut win);
         let mut small = PendingWindow::default();
-        small.records.reserve(1);
-        let small_capacity = small.records.capacity();
+        small.fields.reserve(1);
+        let small_capacity = small.fields.capacity();
         assert!(small_capacity < win.len());
         ww.spare = Some(small);
         ww.make_room(&mut win, 1);
         assert_eq!(
-            ww.spare.as_ref().map(|s| s.records.capacity()),
+            ww.spare.as_ref().map(|s| s.fields.capacity()),
             Some(small_capacity)
         );
 
         fill(&mut ww, &mut win);
         ww.spare = None;
         let mut big = PendingWindow::default();
-        big.records.reserve(2000);
-        let big_capacity = big.records.capacity();
+        big.fields.reserve(2000);
+        let big_capacity = big.fields.capacity();
         ww.spare = Some(big);
         let before = (
             win.records.clone(),
             win.fields.clone(),
+            win.ties.clone(),
             win.addresses.clone(),
         );
         ww.make_room(&mut win, 1);
         assert!(ww.spare.is_none());
-        assert_eq!(win.records.capacity(), big_capacity);
+        assert_eq!(win.fields.capacity(), big_capacity);
         assert_eq!(
-            (&win.records, &win.fields, &win.addresses),
-            (&before.0, &before.1, &before.2)
+            (&win.records, &win.fields, &win.ties, &win.addresses),
+            (&before.0, &before.1, &before.2, &before.3)
         );
 
         for r in rest {
@@ -1028,8 +1055,10 @@ mod tests {
     }
 
     /// A window whose lines were encoded as its records arrived, in runs and through a
-    /// move into a spare's buffers, writes what sealing its records writes; a run taken
-    /// unencoded in between sends it the usual way, with the same result.
+    /// move into a spare's buffers, writes what sealing its records writes; a window
+    /// whose first run was taken unencoded keeps its records and is sealed the usual
+    /// way, with the same result. One whose records were encoded and then taken
+    /// unencoded (which the writer never does) is an error, not a wrong output.
     #[test]
     fn lines_encoded_on_arrival_seal_to_the_same_output() {
         let dir = std::env::temp_dir().join(format!("mf-encoded-{}", std::process::id()));
@@ -1065,7 +1094,7 @@ mod tests {
         }
         assert_eq!(want, expected);
 
-        for unencoded_run in [None, Some(3)] {
+        for unencoded_run in [None, Some(0), Some(3)] {
             let mut ww = WindowWriter::default();
             let mut win = PendingWindow::default();
             let mut rest = &batch[..];
@@ -1076,7 +1105,7 @@ mod tests {
                 if k == 2 {
                     // A spare with room takes the window over.
                     let mut spare = PendingWindow::default();
-                    spare.records.reserve(n);
+                    spare.fields.reserve(n);
                     ww.spare = Some(spare);
                 }
                 let (run, later) = rest.split_at(len.min(rest.len()));
@@ -1088,6 +1117,17 @@ mod tests {
                     win.append_encoded(&mut run, &format);
                 }
                 rest = later;
+            }
+            if unencoded_run == Some(3) {
+                let mut w = RecordWriter::open(
+                    &crate::sink::Destination::File(dir.join("mixed")),
+                    format.clone(),
+                )
+                .unwrap();
+                assert!(WindowWriter::default()
+                    .seal(win, None, Some(&mut w))
+                    .is_err());
+                continue;
             }
             let (encoded, got) = sealed(win, "encoded");
             assert_eq!(encoded, unencoded_run.is_none());
@@ -1118,6 +1158,7 @@ mod tests {
         let pushed = window_of(&batch);
         assert_eq!(win.records, pushed.records);
         assert_eq!(win.fields, pushed.fields);
+        assert_eq!(win.ties, pushed.ties);
         assert_eq!(win.addresses, pushed.addresses);
         assert_eq!(
             (win.start_span, win.vni_max),
