@@ -7,10 +7,10 @@
 //! be done earlier is: as records arrive, each address gets its slot among the
 //! window's distinct addresses, the fields the order is made of are kept compactly,
 //! and (when no detectors run) each record's line is encoded and only the line is
-//! kept, not the record. Sealing is left with
-//! ranking the addresses, sorting one 128-bit key per record, and either copying the
-//! lines out in order or the detectors and the encoding. A written window is emptied
-//! on a thread of its own, on an idle core, and comes back for reuse.
+//! kept, not the record. Sealing is left with ranking the addresses, sorting one
+//! 128-bit key per record, and either copying the lines out in order or the detectors
+//! and the encoding. A written window is emptied on a thread of its own, on an idle
+//! core, and comes back for reuse.
 
 use std::net::IpAddr;
 
