@@ -60,6 +60,14 @@ pub struct PacketView {
     pub payload: (u32, u32),
 }
 
+/// An empty view (IPv4 `0.0.0.0` both ways, nothing known), for reusable slots.
+impl Default for PacketView {
+    fn default() -> PacketView {
+        let none = IpAddr::from([0u8; 4]);
+        PacketView::ip(none, none, 0, 0, false, Fragment::No, None, None)
+    }
+}
+
 impl PacketView {
     /// The IP-layer facts; transport fields start empty (ports unknown, no payload).
     #[inline]
@@ -117,6 +125,21 @@ pub fn decode(
         Some(hit) => Ok(hit),
         None => decode_general(frame, link, ports),
     }
+}
+
+/// [`decode`] into `out`, which the caller keeps from packet to packet (see
+/// `fast::decode_frame_into` for why); after an error `out` holds anything.
+#[inline(always)]
+pub fn decode_into(
+    frame: &[u8],
+    link: crate::ingest::LinkType,
+    ports: crate::decap::TunnelPorts,
+    out: &mut (crate::decap::MirrorContext, PacketView),
+) -> Result<(), crate::decap::DecapError> {
+    if !fast::decode_frame_into(frame, link, ports, out) {
+        *out = decode_general(frame, link, ports)?;
+    }
+    Ok(())
 }
 
 /// The general path of [`decode`], kept out of line: inlined into the caller's packet

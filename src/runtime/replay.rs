@@ -220,6 +220,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
         let learn_t0 = Instant::now();
         learn_sessions(frames.clone(), opts.ports, &mut dispatcher);
         learn += learn_t0.elapsed();
+        // Decoded in place, one packet after another (see `parse::decode_into`).
+        let mut decoded = Default::default();
         for (n, frame) in frames.enumerate() {
             let frame = match frame {
                 Ok(f) => f,
@@ -239,13 +241,11 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
                     break 'files;
                 }
             }
-            let (ctx, view) = match parse::decode(frame.data, frame.link, opts.ports) {
-                Ok(hit) => hit,
-                Err(e) => {
-                    ingest.decap_errors[e.index()] += 1;
-                    continue;
-                }
-            };
+            if let Err(e) = parse::decode_into(frame.data, frame.link, opts.ports, &mut decoded) {
+                ingest.decap_errors[e.index()] += 1;
+                continue;
+            }
+            let (ctx, view) = &decoded;
             ingest.packets += 1;
             ingest.truncated += u64::from(view.truncated);
             ingest.tunnelled += u64::from(ctx.tunnel != Tunnel::None);
@@ -253,8 +253,8 @@ pub fn replay(opts: ReplayOptions) -> Result<ReplayOutcome, ReplayError> {
             let payload_at = frame.data.as_ptr() as usize - file.bytes().as_ptr() as usize
                 + view.payload.0 as usize;
             dispatcher.push(
-                &ctx,
-                &view,
+                ctx,
+                view,
                 frame.ts_ns,
                 file.bytes(),
                 payload_at,
