@@ -210,7 +210,15 @@ impl Dispatcher {
             v.protocol,
         );
         let direction = self.direction(ctx, v);
-        let p = FlowPacket {
+        let seq = self.seq;
+        self.seq += 1;
+        let w = worker_for(&key, self.workers.len());
+        let Some(batch) = self.pending.get_mut(w) else {
+            return; // no workers: nothing to hand packets to
+        };
+        // The packet is written straight into the batch, its payload reference first.
+        let payload = batch.payload_ref(buffer, payload_at, v.payload.1 as usize);
+        batch.packets.push(FlowPacket {
             key,
             side,
             ts_ns,
@@ -218,15 +226,12 @@ impl Dispatcher {
             tcp_flags: v.tcp_flags,
             truncated: v.truncated,
             direction,
-            seq: self.seq,
+            seq,
             tcp_seq: v.tcp_seq,
             icmp: v.icmp,
-            payload: Default::default(),
-        };
-        self.seq += 1;
-        let w = worker_for(&key, self.workers.len());
-        self.pending[w].push(p, buffer, payload_at, v.payload.1 as usize);
-        if self.pending[w].len() >= BATCH_SIZE {
+            payload,
+        });
+        if batch.len() >= BATCH_SIZE {
             self.send(w);
         }
     }

@@ -107,13 +107,25 @@ impl Batch {
     }
 
     /// Adds `p` with its payload at `buffer[at..at + len]`.
+    #[inline(always)]
+    pub fn push(&mut self, mut p: FlowPacket, buffer: &Bytes, at: usize, len: usize) {
+        p.payload = self.payload_ref(buffer, at, len);
+        self.packets.push(p);
+    }
+
+    /// The reference to a payload at `buffer[at..at + len]`, the buffer taken into the
+    /// batch if it is not the last one taken (dispatch asks first, then writes the
+    /// packet straight into the batch).
     ///
     /// Offsets are 32-bit, so past 4 GiB of one buffer (a mapped capture larger than
     /// that) the batch holds a 2 GiB-aligned window of it instead of the whole, and
     /// the offset is taken inside the window.
     #[inline(always)]
-    pub fn push(&mut self, mut p: FlowPacket, buffer: &Bytes, at: usize, len: usize) {
-        if len > 0 {
+    pub fn payload_ref(&mut self, buffer: &Bytes, at: usize, len: usize) -> PayloadRef {
+        if len == 0 {
+            return PayloadRef::default();
+        }
+        {
             let (base, end) = if at + len <= u32::MAX as usize {
                 (0, buffer.len())
             } else {
@@ -132,13 +144,12 @@ impl Batch {
                     buffer.slice(base..end)
                 });
             }
-            p.payload = PayloadRef {
+            PayloadRef {
                 buffer: (self.buffers.len() - 1) as u32,
                 offset: (at - base) as u32,
                 len: len as u32,
-            };
+            }
         }
-        self.packets.push(p);
     }
 
     pub fn len(&self) -> usize {
