@@ -82,6 +82,11 @@ pub struct PendingWindow {
     /// ends: sealing then only copies them out in order (see `append_encoded`).
     text: String,
     line_ends: Vec<usize>,
+    /// The payload facts of records whose lines were encoded, held until the recycler
+    /// empties the window: the worker allocated them, and freed on the writer as each
+    /// record was encoded they cost a full replay's writer ~10 ns per packet and took
+    /// the worker's allocator lock from under it.
+    retired_facts: Vec<std::sync::Arc<crate::dissect::AppFacts>>,
 }
 
 impl PendingWindow {
@@ -130,12 +135,14 @@ impl PendingWindow {
             self.append(run);
             return;
         }
-        for r in run.iter() {
-            self.note(r);
-            format.write(r, &mut self.text);
+        for r in run.drain(..) {
+            self.note(&r);
+            format.write(&r, &mut self.text);
             self.line_ends.push(self.text.len());
+            if let Some(facts) = r.app {
+                self.retired_facts.push(facts);
+            }
         }
-        run.clear();
     }
 
     /// Whether every record's line was encoded as it arrived.
@@ -221,6 +228,7 @@ impl PendingWindow {
             + self.slot_of.capacity() * (size_of::<((u8, u128), u32)>() + 1)
             + self.text.capacity()
             + self.line_ends.capacity() * size_of::<usize>()
+            + self.retired_facts.capacity() * size_of::<usize>()
     }
 
     /// Moves the records into `spare`'s buffers, which this window keeps; its own
@@ -231,11 +239,13 @@ impl PendingWindow {
         spare.ties.append(&mut self.ties);
         spare.text.push_str(&self.text);
         spare.line_ends.append(&mut self.line_ends);
+        spare.retired_facts.append(&mut self.retired_facts);
         self.records = std::mem::take(&mut spare.records);
         self.fields = std::mem::take(&mut spare.fields);
         self.ties = std::mem::take(&mut spare.ties);
         self.text = std::mem::take(&mut spare.text);
         self.line_ends = std::mem::take(&mut spare.line_ends);
+        self.retired_facts = std::mem::take(&mut spare.retired_facts);
     }
 
     /// Empties the window, keeping its allocations.
@@ -251,6 +261,7 @@ impl PendingWindow {
         self.vni_max = 0;
         self.text.clear();
         self.line_ends.clear();
+        self.retired_facts.clear();
     }
 }
 
