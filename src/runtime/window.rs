@@ -60,7 +60,8 @@ pub struct PendingWindow {
     /// The records themselves, unless their lines were encoded as they arrived
     /// (`append_encoded`), which leaves sealing nothing to read in them.
     records: Vec<FlowRecord>,
-    /// Per record, in arrival order: what its sort key is made of, and its tie-breakers.
+    /// Per record, in arrival order: what its sort key is made of; and its
+    /// tie-breakers when the record itself is not kept (see `tie`).
     fields: Vec<SortFields>,
     ties: Vec<Tie>,
     /// Each distinct address of the window, in order of first sight (its slot).
@@ -137,6 +138,7 @@ impl PendingWindow {
         }
         for r in run.drain(..) {
             self.note(&r);
+            self.ties.push((r.end, r.packets, r.bytes));
             format.write(&r, &mut self.text);
             self.line_ends.push(self.text.len());
             if let Some(facts) = r.app {
@@ -148,6 +150,16 @@ impl PendingWindow {
     /// Whether every record's line was encoded as it arrived.
     fn is_encoded(&self) -> bool {
         !self.fields.is_empty() && self.line_ends.len() == self.fields.len()
+    }
+
+    /// The tie-breakers of record `i`: from the record when it is kept, else as kept
+    /// when its line was encoded (a flood's million-record window, sealed the usual
+    /// way, would otherwise hold them twice: 24 MB).
+    fn tie(&self, i: usize) -> Option<Tie> {
+        match self.records.get(i) {
+            Some(r) => Some((r.end, r.packets, r.bytes)),
+            None => self.ties.get(i).copied(),
+        }
     }
 
     /// Whether every record is here to be placed in order and encoded at sealing.
@@ -192,7 +204,6 @@ impl PendingWindow {
         self.vni_max = self.vni_max.max(vni);
         let src = self.slot(ip_order(Some(r.srcaddr)));
         let dst = self.slot(ip_order(Some(r.dstaddr)));
-        self.ties.push((r.end, r.packets, r.bytes));
         self.fields.push(SortFields {
             start: r.start,
             vni: vni as u32,
@@ -448,28 +459,25 @@ impl WindowWriter {
         let rank = &self.rank;
         self.keys.clear();
         self.keys
-            .extend(win.fields.iter().zip(&win.ties).enumerate().map(
-                |(i, (f, &(end, packets, bytes)))| {
-                    let [ms, src, dst] = &f.slots;
-                    let rank_of = |slot: &u32| rank[*slot as usize];
-                    (
-                        [
-                            f.start,
-                            // A VNI has 24 bits and a window fewer than 2^32 addresses, so
-                            // each packed field keeps its place in the order.
-                            (u64::from(f.vni) << 32) | rank_of(ms),
-                            (rank_of(src) << 16) | u64::from(f.srcport),
-                            (rank_of(dst) << 24)
-                                | (u64::from(f.dstport) << 8)
-                                | u64::from(f.protocol),
-                            end,
-                            packets,
-                            bytes,
-                        ],
-                        i as u32,
-                    )
-                },
-            ));
+            .extend(win.fields.iter().enumerate().map(|(i, f)| {
+                let (end, packets, bytes) = win.tie(i).unwrap_or_default();
+                let [ms, src, dst] = &f.slots;
+                let rank_of = |slot: &u32| rank[*slot as usize];
+                (
+                    [
+                        f.start,
+                        // A VNI has 24 bits and a window fewer than 2^32 addresses, so
+                        // each packed field keeps its place in the order.
+                        (u64::from(f.vni) << 32) | rank_of(ms),
+                        (rank_of(src) << 16) | u64::from(f.srcport),
+                        (rank_of(dst) << 24) | (u64::from(f.dstport) << 8) | u64::from(f.protocol),
+                        end,
+                        packets,
+                        bytes,
+                    ],
+                    i as u32,
+                )
+            }));
         // The index is part of the key, so equal records keep arrival order.
         self.keys.sort_unstable();
         self.order.clear();
@@ -604,12 +612,12 @@ struct SortBuffers<E> {
 const START_SECONDS_MAX: u64 = 1 << 16;
 
 /// Orders a run of elements with equal keys by end, packets, bytes and arrival.
-fn order_ties<E: SortElement>(sorted: &mut [E], ties: &[Tie]) {
+fn order_ties<E: SortElement>(sorted: &mut [E], win: &PendingWindow) {
     for run in sorted.chunk_by_mut(|a, b| a.key() == b.key()) {
         if run.len() > 1 {
             run.sort_unstable_by_key(|e| {
                 let i = e.index();
-                (ties.get(i as usize), i)
+                (win.tie(i as usize), i)
             });
         }
     }
@@ -666,7 +674,7 @@ impl<E: SortElement> SortBuffers<E> {
             merge_into(&self.front, &self.back, &mut self.merged);
             &mut self.merged
         };
-        order_ties(sorted, &win.ties);
+        order_ties(sorted, win);
         order.clear();
         order.extend(sorted.iter().map(|e| e.index()));
         helper_cpu
@@ -685,7 +693,7 @@ impl<E: SortElement> SortBuffers<E> {
         first: u64,
         seconds: usize,
     ) -> std::time::Duration {
-        let (ties, fields) = (&win.ties, &win.fields);
+        let fields = &win.fields;
         let n = fields.len();
         // second_at[s]: where second s begins; second_at[seconds] = n.
         let at = &mut self.second_at;
@@ -717,7 +725,7 @@ impl<E: SortElement> SortBuffers<E> {
             for bounds in at.windows(2) {
                 let second = &mut placed[bounds[0] as usize - base..bounds[1] as usize - base];
                 second.sort_unstable();
-                order_ties(second, ties);
+                order_ties(second, win);
             }
             for (o, e) in order.iter_mut().zip(placed.iter()) {
                 *o = e.index();
