@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::default_line::{self, OCTET_DIGITS};
 use super::fields::{FormatField, DEFAULT_FORMAT};
 use super::{Field, FlowRecord, LogStatus};
 use crate::dissect::{AppFacts, Finding};
@@ -23,6 +24,8 @@ pub struct RecordFormat {
     fields: Vec<FormatField>,
     /// `version`: the highest version among the chosen AWS fields (aws-spec §2.3).
     version: u8,
+    /// AWS's default text format: most lines go through `default_line`.
+    default_shape: bool,
 }
 
 /// Fields written as JSON keys: every field we compute, in registry order.
@@ -88,10 +91,17 @@ impl RecordFormat {
 
     fn from_fields(kind: OutputKind, fields: Vec<FormatField>) -> RecordFormat {
         let version = fields.iter().map(|f| f.version()).max().unwrap_or(2).max(2);
+        let default_shape = kind == OutputKind::Text
+            && fields.len() == DEFAULT_FORMAT.len()
+            && fields
+                .iter()
+                .zip(DEFAULT_FORMAT)
+                .all(|(f, d)| *f == FormatField::Known(*d));
         RecordFormat {
             kind,
             fields,
             version,
+            default_shape,
         }
     }
 
@@ -130,6 +140,9 @@ impl RecordFormat {
     pub fn write(&self, r: &FlowRecord, out: &mut String) {
         match self.kind {
             OutputKind::Text => {
+                if self.default_shape && default_line::write(self.version, r, out) {
+                    return;
+                }
                 for (i, f) in self.fields.iter().enumerate() {
                     if i > 0 {
                         out.push(' ');
@@ -345,22 +358,6 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
     }
 }
 
-/// Each octet's decimal digits (left-aligned, zero-padded to three) and how many.
-const OCTET_DIGITS: [([u8; 3], u8); 256] = {
-    let mut t = [([0u8; 3], 0u8); 256];
-    let mut o = 0;
-    while o < 256 {
-        let (h, d, u) = ((o / 100) as u8, (o / 10 % 10) as u8, (o % 10) as u8);
-        t[o] = match o {
-            0..=9 => ([b'0' + u, 0, 0], 1),
-            10..=99 => ([b'0' + d, b'0' + u, 0], 2),
-            _ => ([b'0' + h, b'0' + d, b'0' + u], 3),
-        };
-        o += 1;
-    }
-    t
-};
-
 /// A dotted quad put together from the octet table in a small buffer and appended
 /// once: appending the four numbers and three dots one by one was seven `memcpy`
 /// calls per address, and the writer prints two addresses per record.
@@ -386,51 +383,11 @@ fn push_ipv4(out: &mut String, v: std::net::Ipv4Addr) {
 /// the first longest run of two or more zero groups as `::`, IPv4-mapped as
 /// `::ffff:a.b.c.d`), without `fmt`'s machinery, which was a twentieth of the writer.
 fn push_ipv6(out: &mut String, v: std::net::Ipv6Addr) {
-    if v.to_ipv4_mapped().is_some() {
-        let _ = write!(out, "{v}");
-        return;
-    }
-    let groups = v.segments();
-    let (mut best, mut best_len, mut run, mut run_len) = (0, 0, 0, 0);
-    for (i, &g) in groups.iter().enumerate() {
-        if g == 0 {
-            if run_len == 0 {
-                run = i;
-            }
-            run_len += 1;
-            if run_len > best_len {
-                (best, best_len) = (run, run_len);
-            }
-        } else {
-            run_len = 0;
-        }
-    }
-    let hex = |out: &mut String, part: &[u16]| {
-        for (i, g) in part.iter().enumerate() {
-            if i > 0 {
-                out.push(':');
-            }
-            push_hex(out, *g);
-        }
-    };
-    if best_len > 1 {
-        hex(out, &groups[..best]);
-        out.push_str("::");
-        hex(out, &groups[best + best_len..]);
-    } else {
-        hex(out, &groups);
-    }
-}
-
-/// A 16-bit group in lower-case hex without leading zeros.
-fn push_hex(out: &mut String, g: u16) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut started = false;
-    for shift in [12, 8, 4, 0] {
-        let d = (g >> shift) & 0xf;
-        if d != 0 || started || shift == 0 {
-            started = true;
-            out.push(DIGITS[d as usize] as char);
+    let mut b = [0u8; 40];
+    match default_line::ipv6_into(&mut b, 0, v) {
+        Some(end) => out.push_str(std::str::from_utf8(&b[..end]).unwrap_or_default()),
+        None => {
+            let _ = write!(out, "{v}");
         }
     }
 }
@@ -563,6 +520,72 @@ mod tests {
             s,
             "2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK\n"
         );
+    }
+
+    /// The default format's own line (`default_line`) is the general path's, byte for
+    /// byte: IPv4 and IPv6 records with numbers of every digit count, and the records
+    /// it leaves to the general path (IPv4-mapped, an interface's ids, NODATA).
+    #[test]
+    fn default_line_is_the_general_line() {
+        let fast = RecordFormat::default_text();
+        assert!(fast.default_shape);
+        let general = RecordFormat {
+            default_shape: false,
+            ..RecordFormat::default_text()
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut records = Vec::new();
+        for i in 0..20_000u64 {
+            let mut r = rec();
+            r.interface = None;
+            let a = next();
+            r.srcaddr = std::net::Ipv4Addr::from((a >> 32) as u32).into();
+            r.dstaddr = std::net::Ipv4Addr::from(a as u32).into();
+            if i % 3 == 0 {
+                // Groups zero at random: every shape of zero run.
+                let g: [u16; 8] = std::array::from_fn(|k| {
+                    if a >> (k + 48) & 1 == 0 {
+                        0
+                    } else {
+                        (a.rotate_left(k as u32 * 8) as u16 >> ((k % 4) * 4)) | 1
+                    }
+                });
+                r.dstaddr = std::net::Ipv6Addr::from(g).into();
+            }
+            r.srcport = next() as u16;
+            r.dstport = (next() % 1000) as u16;
+            r.protocol = next() as u8;
+            r.packets = next() >> (next() % 64);
+            r.bytes = next() >> (next() % 64);
+            r.start = next() >> (next() % 64);
+            r.end = if i % 2 == 0 { u64::MAX } else { r.start };
+            records.push(r);
+        }
+        let mut v6 = rec();
+        v6.interface = None;
+        v6.srcaddr = "::ffff:192.0.2.1".parse().unwrap();
+        records.push(v6);
+        records.push(rec());
+        records.push(FlowRecord::status_only(
+            None,
+            Some(7),
+            None,
+            LogStatus::NoData,
+            1,
+            2,
+        ));
+        let (mut a, mut b) = (String::from("x\n"), String::from("x\n"));
+        for r in &records {
+            fast.write(r, &mut a);
+            general.write(r, &mut b);
+        }
+        assert_eq!(a, b);
     }
 
     /// The detectors run only for formats that print what they find.

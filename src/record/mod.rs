@@ -5,6 +5,7 @@
 //! [`format::RecordFormat`], which writes AWS text (default or custom `${field}` format)
 //! or JSON lines with AWS field names as keys.
 
+mod default_line;
 pub mod fields;
 pub mod format;
 pub mod parquet;
