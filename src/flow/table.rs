@@ -256,18 +256,24 @@ impl FlowTable {
             self.next_sweep_ns = p.ts_ns + SWEEP_INTERVAL_NS;
         }
         let window = self.window_of(p.ts_ns);
-        self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
         let stats = &mut self.stats;
         stats.packets += 1;
         stats.bytes += u64::from(p.ip_len);
         stats.truncated_packets += u64::from(p.truncated);
-        let known = match self.last {
-            Some((key, i)) if key == p.key => Some(i),
-            _ => self.flows.get_index_of(&p.key),
+        // Compared in place: the cached key is written only when it changes, not copied
+        // out and back (72 bytes) on every packet.
+        let known = match &self.last {
+            Some((key, i)) if *key == p.key => Some(*i),
+            _ => {
+                let found = self.flows.get_index_of(&p.key);
+                if let Some(i) = found {
+                    self.last = Some((p.key, i));
+                }
+                found
+            }
         };
         let flow = match known {
             Some(i) => {
-                self.last = Some((p.key, i));
                 let f = &mut self.flows[i];
                 let timeout = timeout_ns(&self.timeouts, &p.key, &f.conn);
                 if p.ts_ns > f.last_ns.saturating_add(timeout) {
@@ -293,6 +299,8 @@ impl FlowTable {
                 }
                 let stats = &mut self.stats;
                 stats.flows_created += 1;
+                // Counted as flows are added (the table only grows here).
+                stats.peak_flows = stats.peak_flows.max(self.flows.len() as u64 + 1);
                 let interface = self
                     .sessions
                     .lookup(p.key.vni(), p.key.mirror_source())
