@@ -329,13 +329,15 @@ fn learn_sessions(
     let mut last_learned: Option<SessionKey> = None;
     let mut quiet = 0;
     let mut read = 0;
+    let mut decoded = Default::default();
     for frame in frames.take(LEARN_FRAMES).flatten() {
         if quiet >= LEARN_QUIET_FRAMES && unlearned.is_empty() {
             break;
         }
         read += 1;
         quiet += 1;
-        if let Ok((ctx, view)) = parse::decode(frame.data, frame.link, ports) {
+        if parse::decode_into(frame.data, frame.link, ports, &mut decoded).is_ok() {
+            let (ctx, view) = &decoded;
             if ctx.mirror_source.is_some() {
                 let session = (ctx.vni, ctx.mirror_source);
                 if last_learned == Some(session) {
@@ -344,7 +346,7 @@ fn learn_sessions(
                 if seen.insert(session) {
                     quiet = 0;
                 }
-                if dispatcher.learn(&ctx, &view).is_some() {
+                if dispatcher.learn(ctx, view).is_some() {
                     unlearned.remove(&session);
                     last_learned = Some(session);
                 } else {
