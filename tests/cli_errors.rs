@@ -153,3 +153,39 @@ fn invalid_arguments() {
     }
     println!("{} invalid argument lists refused with exit 2, each in one line naming the option and value", cases.len());
 }
+
+/// An output that fails (a full disk: `/dev/full`) ends the run with one line naming the
+/// failure and a non-zero exit, with one worker and two: in JSON (~4 MB of records) the
+/// first write fails part way and the rest of the records are drained, so the workers
+/// are never left blocked on a writer that stopped writing; in the default text format
+/// (whose lines are encoded as records arrive) the last flush fails.
+#[test]
+fn output_that_fails_part_way() {
+    if !std::path::Path::new("/dev/full").exists() {
+        println!("SKIP: /dev/full not present on this system");
+        return;
+    }
+    let dir = scratch("cli-dev-full");
+    let capture = dir.join("gen.pcap");
+    gen(&capture, &["--flows", "3000"]);
+    let capture = capture.to_str().unwrap();
+    for workers in ["1", "2"] {
+        for output in ["text", "json"] {
+            check(
+                &[
+                    "replay",
+                    capture,
+                    "--out",
+                    "/dev/full",
+                    "--output",
+                    output,
+                    "--workers",
+                    workers,
+                    "-q",
+                ],
+                1,
+                &["writing records", "No space left on device"],
+            );
+        }
+    }
+}
