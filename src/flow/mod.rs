@@ -64,7 +64,8 @@ impl FlowPacket {
     }
 }
 
-/// Alignment of the window a batch holds of a buffer larger than 4 GiB (`Batch::push`).
+/// Alignment of the window a batch holds of a buffer larger than 4 GiB
+/// (`Batch::payload_ref`).
 const PAYLOAD_WINDOW: usize = 1 << 31;
 
 /// A transport payload inside one of a batch's shared buffers; `len` 0 when none.
@@ -125,30 +126,28 @@ impl Batch {
         if len == 0 {
             return PayloadRef::default();
         }
-        {
-            let (base, end) = if at + len <= u32::MAX as usize {
-                (0, buffer.len())
+        let (base, end) = if at + len <= u32::MAX as usize {
+            (0, buffer.len())
+        } else {
+            let base = at & !(PAYLOAD_WINDOW - 1);
+            (base, buffer.len().min(base + u32::MAX as usize))
+        };
+        let start = buffer.as_ptr().wrapping_add(base);
+        let same = self
+            .buffers
+            .last()
+            .is_some_and(|b| b.as_ptr() == start && b.len() == end - base);
+        if !same {
+            self.buffers.push(if base == 0 && end == buffer.len() {
+                buffer.clone()
             } else {
-                let base = at & !(PAYLOAD_WINDOW - 1);
-                (base, buffer.len().min(base + u32::MAX as usize))
-            };
-            let start = buffer.as_ptr().wrapping_add(base);
-            let same = self
-                .buffers
-                .last()
-                .is_some_and(|b| b.as_ptr() == start && b.len() == end - base);
-            if !same {
-                self.buffers.push(if base == 0 && end == buffer.len() {
-                    buffer.clone()
-                } else {
-                    buffer.slice(base..end)
-                });
-            }
-            PayloadRef {
-                buffer: (self.buffers.len() - 1) as u32,
-                offset: (at - base) as u32,
-                len: len as u32,
-            }
+                buffer.slice(base..end)
+            });
+        }
+        PayloadRef {
+            buffer: (self.buffers.len() - 1) as u32,
+            offset: (at - base) as u32,
+            len: len as u32,
         }
     }
 

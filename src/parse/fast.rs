@@ -37,8 +37,8 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// A frame as read from a capture.
-#[inline]
+/// A frame as read from a capture (the tests' view of [`decode_frame_into`]).
+#[cfg(test)]
 pub fn decode_frame(
     frame: &[u8],
     link: LinkType,

@@ -121,10 +121,9 @@ pub fn decode(
     link: crate::ingest::LinkType,
     ports: crate::decap::TunnelPorts,
 ) -> Result<(crate::decap::MirrorContext, PacketView), crate::decap::DecapError> {
-    match fast::decode_frame(frame, link, ports) {
-        Some(hit) => Ok(hit),
-        None => decode_general(frame, link, ports),
-    }
+    let mut out = Default::default();
+    decode_into(frame, link, ports, &mut out)?;
+    Ok(out)
 }
 
 /// [`decode`] into `out`, which the caller keeps from packet to packet (see
