@@ -18,7 +18,7 @@ use super::FlowRecord;
 const LINE_MAX: usize = 208;
 
 /// Each octet's decimal digits (left-aligned, zero-padded to three) and how many.
-pub(super) const OCTET_DIGITS: [([u8; 3], u8); 256] = {
+const OCTET_DIGITS: [([u8; 3], u8); 256] = {
     let mut t = [([0u8; 3], 0u8); 256];
     let mut o = 0;
     while o < 256 {
@@ -101,18 +101,12 @@ impl Line {
         self.at = end + 1;
     }
 
-    /// A dotted quad, then a space: fixed three-byte copies from the octet table.
+    /// A dotted quad, then a space.
     #[inline(always)]
     fn ipv4(&mut self, v: Ipv4Addr) {
-        let mut at = self.at;
-        for (i, o) in v.octets().into_iter().enumerate() {
-            let (digits, len) = OCTET_DIGITS[usize::from(o)];
-            self.b[at..at + 3].copy_from_slice(&digits);
-            at += usize::from(len);
-            self.b[at] = if i == 3 { b' ' } else { b'.' };
-            at += 1;
-        }
-        self.at = at;
+        let end = ipv4_into(&mut self.b, self.at, v);
+        self.b[end] = b' ';
+        self.at = end + 1;
     }
 
     /// An address, then a space; false for an IPv4-mapped IPv6 address.
@@ -135,6 +129,22 @@ impl Line {
         self.b[self.at..self.at + s.len()].copy_from_slice(s);
         self.at += s.len();
     }
+}
+
+/// A dotted quad into `b` from `at` (15 bytes at most; the fixed three-byte copies from
+/// the octet table write up to 2 past its end); returns where it ends.
+#[inline(always)]
+pub(super) fn ipv4_into(b: &mut [u8], mut at: usize, v: Ipv4Addr) -> usize {
+    for (i, o) in v.octets().into_iter().enumerate() {
+        if i > 0 {
+            b[at] = b'.';
+            at += 1;
+        }
+        let (digits, len) = OCTET_DIGITS[usize::from(o)];
+        b[at..at + 3].copy_from_slice(&digits);
+        at += usize::from(len);
+    }
+    at
 }
 
 /// IPv6 as std's `Display` writes it (RFC 5952: lower-case hex without leading zeros,

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::default_line::{self, OCTET_DIGITS};
+use super::default_line;
 use super::fields::{FormatField, DEFAULT_FORMAT};
 use super::{Field, FlowRecord, LogStatus};
 use crate::dissect::{AppFacts, Finding};
@@ -362,19 +362,9 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr) {
 /// once: appending the four numbers and three dots one by one was seven `memcpy`
 /// calls per address, and the writer prints two addresses per record.
 fn push_ipv4(out: &mut String, v: std::net::Ipv4Addr) {
-    // 15 bytes at most ("255.255.255.255"); the fixed three-byte copies may write one
-    // or two bytes past the end of the text, which the 18-byte buffer leaves room for.
+    // 15 bytes at most ("255.255.255.255"), and room for the fixed three-byte copies.
     let mut buf = [0u8; 18];
-    let mut n = 0;
-    for (i, o) in v.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[n] = b'.';
-            n += 1;
-        }
-        let (digits, len) = OCTET_DIGITS[usize::from(o)];
-        buf[n..n + 3].copy_from_slice(&digits);
-        n += usize::from(len);
-    }
+    let n = default_line::ipv4_into(&mut buf, 0, v);
     // Digits and dots: always ASCII.
     out.push_str(std::str::from_utf8(&buf[..n]).unwrap_or_default());
 }
