@@ -250,6 +250,7 @@ impl FlowTable {
     }
 
     /// Accounts one packet; records it closes are appended to `out`.
+    #[inline(always)]
     pub fn process(&mut self, p: &FlowPacket, payload: &[u8], out: &mut Vec<FlowRecord>) {
         if p.ts_ns >= self.next_sweep_ns {
             self.sweep(p.ts_ns, out);
