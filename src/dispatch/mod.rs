@@ -19,7 +19,7 @@ use crate::config::SessionMap;
 use crate::decap::MirrorContext;
 use crate::flow::table::LATE_PACKET_GRACE_NS;
 use crate::flow::FlowPacket;
-use crate::parse::{FlowKey, Fragment, PacketView};
+use crate::parse::{FlowKey, Fragment, Mac, PacketView};
 use crate::record::FlowDirection;
 use crate::telemetry::IngestStats;
 use fragments::FragmentTracker;
@@ -85,11 +85,11 @@ pub struct Dispatcher {
     /// The interface MAC of the session the last packet came from: packets come in
     /// runs from one session, and two hash lookups per packet were a tenth of dispatch.
     /// Only a known MAC is kept (config or learned, both fixed until a reload).
-    last_mac: Option<(SessionKey, [u8; 6])>,
+    last_mac: Option<(SessionKey, Mac)>,
     fragments: FragmentTracker,
     sessions: Arc<SessionMap>,
     /// Learned interface MAC per (VNI, mirror source).
-    eni_macs: FxHashMap<SessionKey, [u8; 6]>,
+    eni_macs: FxHashMap<SessionKey, Mac>,
     seq: u64,
     /// The latest packet time seen, in arrival order (see `push`).
     clock_ns: u64,
@@ -288,7 +288,7 @@ impl Dispatcher {
                 let m = match self
                     .sessions
                     .lookup(ctx.vni, ctx.mirror_source)
-                    .and_then(|s| s.eni_mac)
+                    .and_then(|s| s.eni_mac.map(Mac::new))
                 {
                     Some(m) => m,
                     None => self.learn(ctx, v)?,
@@ -307,7 +307,7 @@ impl Dispatcher {
     }
 
     /// Interface MACs learned so far, by session.
-    pub fn learned_macs(&self) -> impl Iterator<Item = (&SessionKey, &[u8; 6])> {
+    pub fn learned_macs(&self) -> impl Iterator<Item = (&SessionKey, &Mac)> {
         self.eni_macs.iter()
     }
 
@@ -315,7 +315,7 @@ impl Dispatcher {
     /// `replay` calls this over the start of each capture before dispatching, so flows
     /// that precede the first packet from the interface's own IPv4 (IPv6-only flows,
     /// say) get a direction too.
-    pub fn learn(&mut self, ctx: &MirrorContext, v: &PacketView) -> Option<[u8; 6]> {
+    pub fn learn(&mut self, ctx: &MirrorContext, v: &PacketView) -> Option<Mac> {
         let source = ctx.mirror_source?;
         let key = (ctx.vni, ctx.mirror_source);
         if let Some(m) = self.eni_macs.get(&key) {

@@ -13,7 +13,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{Fragment, PacketView, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+use super::{Fragment, Mac, PacketView, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use crate::decap::vxlan::VXLAN_HEADER_LEN;
 use crate::decap::{MirrorContext, Tunnel, TunnelPorts};
 use crate::ingest::LinkType;
@@ -125,8 +125,9 @@ fn ethernet<const MAY_TUNNEL: bool>(
             return ethernet::<false>(frame, ctx.1, ctx.2, ctx.0, ports, out);
         }
     }
-    let dst_mac: [u8; 6] = l.get(0..6)?.try_into().ok()?;
-    let src_mac: [u8; 6] = l.get(6..12)?.try_into().ok()?;
+    // `l` holds at least the 14-byte header (the EtherType was read).
+    let dst_mac = Mac::from_prefix(l.get(0..8)?.try_into().ok()?);
+    let src_mac = Mac::from_prefix(l.get(6..14)?.try_into().ok()?);
     let ip = frame.get(ip_at..end)?;
     let (src, dst, protocol, ip_len, header_len) = match ether_type {
         ETHERTYPE_IPV4 => ipv4(ip)?,

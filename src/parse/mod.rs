@@ -10,6 +10,7 @@ pub mod fast;
 pub mod flow_key;
 
 use std::net::IpAddr;
+use std::num::NonZeroU64;
 
 use etherparse::{LaxNetSlice, LinkSlice, TransportSlice};
 
@@ -30,6 +31,45 @@ pub enum Fragment {
     First { id: u32 },
     /// Offset > 0: no transport header; ports come from the first fragment if seen.
     Later { id: u32 },
+}
+
+/// An Ethernet address held as one word, so that telling a packet's direction is a
+/// compare per address: kept as `Option<[u8; 6]>` in the view, each was assembled from a
+/// 4- and a 2-byte load and masked, ~20 of the ~45 instructions `flow-direction` took
+/// per mirrored packet. The six bytes sit in the low 48 bits (first byte lowest) and bit
+/// 48 is set, so the word is never zero and `Option<Mac>` is 8 bytes too.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(NonZeroU64);
+
+const MAC_PRESENT: NonZeroU64 = match NonZeroU64::new(1 << 48) {
+    Some(bit) => bit,
+    None => panic!("bit 48 is not zero"),
+};
+
+impl Mac {
+    pub fn new(octets: [u8; 6]) -> Mac {
+        let [a, b, c, d, e, f] = octets;
+        Mac::from_prefix(&[a, b, c, d, e, f, 0, 0])
+    }
+
+    /// The address in the first six of `eight` bytes (the other two are ignored): a
+    /// frame's destination and source are read with one load each.
+    #[inline(always)]
+    pub fn from_prefix(eight: &[u8; 8]) -> Mac {
+        Mac(MAC_PRESENT | (u64::from_le_bytes(*eight) & 0xffff_ffff_ffff))
+    }
+
+    pub fn octets(self) -> [u8; 6] {
+        let [a, b, c, d, e, f, _, _] = self.0.get().to_le_bytes();
+        [a, b, c, d, e, f]
+    }
+}
+
+impl std::fmt::Debug for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.octets();
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
 }
 
 /// The per-packet facts flow accounting needs.
@@ -54,8 +94,8 @@ pub struct PacketView {
     pub truncated: bool,
     pub fragment: Fragment,
     /// Inner Ethernet addresses, when the packet came in an Ethernet frame.
-    pub src_mac: Option<[u8; 6]>,
-    pub dst_mac: Option<[u8; 6]>,
+    pub src_mac: Option<Mac>,
+    pub dst_mac: Option<Mac>,
     /// Transport payload as (offset from the frame start, captured length).
     pub payload: (u32, u32),
 }
@@ -79,8 +119,8 @@ impl PacketView {
         ip_len: u32,
         truncated: bool,
         fragment: Fragment,
-        src_mac: Option<[u8; 6]>,
-        dst_mac: Option<[u8; 6]>,
+        src_mac: Option<Mac>,
+        dst_mac: Option<Mac>,
     ) -> PacketView {
         PacketView {
             src,
@@ -229,7 +269,9 @@ pub fn view(frame: &[u8], d: &Decapsulated<'_>) -> Result<PacketView, ParseError
     };
     let protocol = ip_payload.ip_number.0;
     let (src_mac, dst_mac) = match &p.link {
-        Some(LinkSlice::Ethernet2(e)) => (Some(e.source()), Some(e.destination())),
+        Some(LinkSlice::Ethernet2(e)) => {
+            (Some(Mac::new(e.source())), Some(Mac::new(e.destination())))
+        }
         _ => (None, None),
     };
     let mut v = PacketView::ip(
@@ -366,7 +408,7 @@ mod tests {
         assert_eq!(v.ip_len, 44);
         assert_eq!(v.tcp_flags, 0x02);
         assert!(!v.truncated);
-        assert_eq!(v.src_mac, Some([2, 0, 0, 0, 1, 10]));
+        assert_eq!(v.src_mac, Some(Mac::new([2, 0, 0, 0, 1, 10])));
     }
 
     #[test]
