@@ -377,6 +377,27 @@ mod tests {
     use crate::decap::{decapsulate, TunnelPorts};
     use crate::ingest::LinkType;
 
+    /// A MAC read from a frame with the two bytes after it is the same MAC whatever
+    /// those bytes are, the all-zero address is still `Some`, and the word keeps
+    /// `Option<Mac>` at 8 bytes.
+    #[test]
+    fn mac_is_six_bytes_in_one_word() {
+        let eni = [0x02, 0x85, 0x69, 0xc2, 0xab, 0x02];
+        let mut frame = [0u8; 14];
+        frame[6..12].copy_from_slice(&eni);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        let from_frame = Mac::from_prefix(frame[6..14].try_into().unwrap());
+        assert_eq!(from_frame, Mac::new(eni));
+        assert_eq!(from_frame.octets(), eni);
+        assert_ne!(
+            Mac::from_prefix(frame[0..8].try_into().unwrap()),
+            from_frame
+        );
+        assert_eq!(Mac::from_prefix(&[0; 8]).octets(), [0; 6]);
+        assert_eq!(format!("{from_frame:?}"), "02:85:69:c2:ab:02");
+        assert_eq!(std::mem::size_of::<Option<Mac>>(), 8);
+    }
+
     /// An inner IPv4/TCP SYN as in `gen` captures: 10.0.1.10:40000 -> 198.51.100.7:443,
     /// total length 60 (20 IP + 40 TCP with options), MSS option.
     fn syn_frame() -> Vec<u8> {
