@@ -214,14 +214,15 @@ pub(super) fn write(version: u8, r: &FlowRecord, out: &mut String) -> bool {
     line.bytes(b" ");
     line.bytes(r.log_status.as_str().as_bytes());
     line.bytes(b"\n");
-    // Digits, dots, spaces and ASCII words: always UTF-8.
-    match std::str::from_utf8(&line.b[..line.at]) {
-        Ok(text) => {
-            out.push_str(text);
-            true
-        }
-        Err(_) => false,
-    }
+    let bytes = &line.b[..line.at];
+    // Every byte above came from this file's digit tables, the address writers' hex
+    // digits, dots and colons, or the ASCII names of the action and log status.
+    // Validating the line anyway (`str::from_utf8`) was ~105 instructions per record,
+    // a seventh of the line's cost.
+    debug_assert!(bytes.is_ascii());
+    // SAFETY: ASCII bytes (see above) are valid UTF-8.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(bytes) });
+    true
 }
 
 #[cfg(test)]
