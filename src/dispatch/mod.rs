@@ -169,6 +169,7 @@ impl Dispatcher {
     /// Routes one packet to its worker. Blocks when that worker's queue is full: on
     /// replay nothing may be dropped, the capture simply waits. The transport payload
     /// (`v.payload.1` bytes) sits at `buffer[payload_at..]`.
+    #[inline(always)]
     pub fn push(
         &mut self,
         ctx: &MirrorContext,
