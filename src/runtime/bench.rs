@@ -541,8 +541,8 @@ pub fn render(results: &[CaptureBench]) -> String {
         // Twins carry the same packets, so wall times compare directly; each ratio is
         // of two runs measured one after the other. Pipelines also get the ratio of the
         // CPU time all their threads used: on a VM whose second core comes and goes, the
-        // wall time of a run spread over two cores swings by a fifth from pair to pair,
-        // while the work done per packet barely moves.
+        // wall time of a run spread over two cores swings by a fifth or more from pair
+        // to pair, the CPU time less (a slow stretch still inflates it).
         // And the best run of each against the other's: noise on a shared machine only
         // ever adds time, so the fastest runs come closest to what each capture costs.
         let spread = |pairs: &[(f64, f64)]| {
