@@ -308,7 +308,7 @@ fn ipv6(ip: &[u8]) -> Option<(IpAddr, IpAddr, u8, usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
     use crate::decap::{decapsulate, decapsulate_datagram};
@@ -357,23 +357,6 @@ mod tests {
         (n, fast)
     }
 
-    fn pcaps_under(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                pcaps_under(&p, out);
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap")
-            {
-                out.push(p);
-            }
-        }
-    }
-
     /// Generated captures (plain, VXLAN, mirror-truncated, IPv6): nearly every frame
     /// takes the fast path, and each agrees with the general path.
     #[test]
@@ -411,17 +394,9 @@ mod tests {
     /// fast path either declines or agrees.
     #[test]
     fn fast_path_equals_general_path_on_corpus() {
-        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-        if !corpus.exists() {
-            println!(
-                "SKIP: {} not found (../shared beside the repo)",
-                corpus.display()
-            );
+        let Some(files) = crate::ingest::capture_file::corpus_captures() else {
             return;
-        }
-        let mut files = Vec::new();
-        pcaps_under(&corpus, &mut files);
-        files.sort();
+        };
         let (mut n, mut fast) = (0, 0);
         for f in &files {
             let (a, b) = check_capture(f);
