@@ -99,7 +99,10 @@ mod tests {
             }
             // The last position is within 97 bytes of the end: all of it was asked for.
             assert!(ra.prefetched_to >= len, "len {len}: {ra:?}");
-            assert!(ra.prefetched_to < len + STEP_LINES * LINE, "len {len}: {ra:?}");
+            assert!(
+                ra.prefetched_to < len + STEP_LINES * LINE,
+                "len {len}: {ra:?}"
+            );
         }
     }
 
