@@ -84,7 +84,8 @@ pub struct Dispatcher {
     pool: BatchPool,
     /// The interface MAC of the session the last packet came from: packets come in
     /// runs from one session, and two hash lookups per packet were a tenth of dispatch.
-    /// Only a known MAC is kept (config or learned, both fixed until a reload).
+    /// Only a known MAC is kept (config or learned, both fixed until a reload). Looked
+    /// at only when `last_v4` cannot answer (an IPv6 mirror source, another session).
     last_mac: Option<(SessionKey, Mac)>,
     /// The same for a session with an IPv4 mirror source (every AWS mirror session), as
     /// ([`v4_session_word`], MAC): one compare where the `SessionKey` took ~25
